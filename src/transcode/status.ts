@@ -32,6 +32,23 @@ export function httpStatusOf(code: number): number {
   return httpStatusByCode[code as Code] ?? 500;
 }
 
+/**
+ * A few HTTP-level failures have a better HTTP status than their code's (405 Method Not
+ * Allowed is Unimplemented in gRPC terms; 413 for an oversized body is ResourceExhausted).
+ * As grpc-gateway's HTTPStatusError does, the override travels with the error.
+ */
+const httpStatusOverride = new WeakMap<ConnectError, number>();
+
+export function withHttpStatus(error: ConnectError, httpStatus: number): ConnectError {
+  httpStatusOverride.set(error, httpStatus);
+  return error;
+}
+
+/** The HTTP status of an error response: its override, else the table. */
+export function httpStatusOfError(error: ConnectError): number {
+  return httpStatusOverride.get(error) ?? httpStatusOf(error.code);
+}
+
 /** Any thrown value as a ConnectError; unknown failures become code 2 (Unknown). */
 export function asConnectError(reason: unknown): ConnectError {
   return ConnectError.from(reason, Code.Unknown);
