@@ -1,0 +1,74 @@
+/**
+ * The public HTTP front: limits, CORS, and one catch-all that hands the Web Request to the transcoder. Runtime-free: the entry point
+ * supplies how to read the client's address.
+ */
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import type { ClientInfo, Transcoder } from "../transcode/transcoder.ts";
+import { Code, ConnectError, withHttpStatus } from "../transcode/status.ts";
+
+export interface PublicAppOptions {
+  readonly transcoder: Transcoder;
+  readonly maxRequestBytes: number;
+  readonly cors:
+    | {
+        readonly allowOrigins: readonly string[];
+        readonly allowHeaders: readonly string[];
+        readonly exposeHeaders: readonly string[];
+        readonly maxAgeSeconds: number;
+      }
+    | undefined;
+  /** The runtime's view of the connection (peer address). */
+  readonly remoteAddress: (c: Context) => string | undefined;
+}
+
+/** Headers browsers may send cross-origin by default, plus what gRPC metadata mapping reads. */
+const defaultCorsRequestHeaders = ["authorization", "content-type", "grpc-timeout", "x-request-id"];
+
+export function createPublicApp(options: PublicAppOptions): Hono {
+  const { transcoder } = options;
+  const app = new Hono();
+
+  if (options.cors !== undefined) {
+    const conf = options.cors;
+    const anyOrigin = conf.allowOrigins.includes("*");
+    app.use(
+      cors({
+        origin: anyOrigin ? "*" : [...conf.allowOrigins],
+        allowMethods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+        allowHeaders: conf.allowHeaders.length > 0 ? [...conf.allowHeaders] : defaultCorsRequestHeaders,
+        exposeHeaders: conf.exposeHeaders.length > 0 ? [...conf.exposeHeaders] : ["x-request-id"],
+        maxAge: conf.maxAgeSeconds,
+      }),
+    );
+  }
+
+  app.use(
+    bodyLimit({
+      maxSize: options.maxRequestBytes,
+      onError: () =>
+        transcoder.errorResponse(
+          withHttpStatus(
+            new ConnectError(
+              `request body exceeds ${options.maxRequestBytes} bytes`,
+              Code.ResourceExhausted,
+            ),
+            413,
+          ),
+        ),
+    }),
+  );
+
+  app.all("*", (c) => {
+    const client: ClientInfo = {
+      remoteAddress: options.remoteAddress(c),
+      host: c.req.header("host"),
+      protocol: "http",
+    };
+    return transcoder.handle(c.req.raw, client);
+  });
+  app.onError((error) => transcoder.errorResponse(error));
+
+  return app;
+}

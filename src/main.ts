@@ -1,0 +1,150 @@
+/**
+ * The CLI, shared by the Node and Deno entry points: parse arguments, load the config (or start
+ * the embedded demo), build the gateway, open the listeners through the runtime adapter, and
+ * drain on SIGTERM/SIGINT. Exit codes: 0 clean stop, 2 bad invocation/config/descriptors, 1 other.
+ */
+import type { Context, Hono } from "hono";
+import {
+  ConfigError,
+  loadConfigFile,
+  parseHostPort,
+  type GatewayConfig,
+  type HostPort,
+} from "./config/index.ts";
+import { createGateway, type Gateway, type Logger } from "./gateway.ts";
+import { DescriptorError } from "./schema/descriptors.ts";
+import { RouteCompileError } from "./transcode/transcoder.ts";
+
+export interface Listener {
+  /** e.g. http://127.0.0.1:8080 (the real port when 0 was asked for). */
+  readonly url: string;
+  /** Stop accepting; resolve when in-flight requests have finished or `deadlineMs` passed. */
+  close(deadlineMs: number): Promise<void>;
+}
+
+export interface RuntimeAdapter {
+  readonly name: "node" | "deno";
+  readonly args: readonly string[];
+  listen(app: Hono, at: HostPort): Promise<Listener>;
+  remoteAddress(c: Context): string | undefined;
+  onShutdownSignal(handler: (signal: string) => void): void;
+  exit(code: number): never;
+}
+
+const usage = `usage: grpc-edge [--config FILE]
+
+  --config FILE   run the gateway from a YAML or JSON config file
+  --listen H:P    override the config's public listener (e.g. 127.0.0.1:0 for any free port)
+  --admin H:P     override the config's admin listener
+  (no arguments)  run the embedded demo: three demo gRPC backends and the gateway on loopback
+  --help          show this help`;
+
+export async function main(runtime: RuntimeAdapter): Promise<void> {
+  const logger: Logger = {
+    info: (m) => console.log(`grpc-edge: ${m}`),
+    warn: (m) => console.error(`grpc-edge: warning: ${m}`),
+  };
+  const args = parseArgs(runtime.args);
+  if ("error" in args) {
+    console.error(`grpc-edge: ${args.error}\n${usage}`);
+    return runtime.exit(2);
+  }
+  if (args.help) {
+    console.log(usage);
+    return runtime.exit(0);
+  }
+
+  let config: GatewayConfig;
+  let gateway: Gateway;
+  let demo: { stop(): Promise<void>; banner(publicUrl: string, adminUrl: string): string } | undefined;
+  try {
+    if (args.config !== undefined) {
+      config = await loadConfigFile(args.config);
+      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, logger });
+    } else {
+      const { startDemo } = await import("./demo/demo.ts");
+      const started = await startDemo();
+      demo = started;
+      config = started.config;
+      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, logger }, started.registry);
+    }
+  } catch (e) {
+    if (e instanceof ConfigError || e instanceof DescriptorError || e instanceof RouteCompileError) {
+      console.error(`grpc-edge: ${e.message}`);
+      await demo?.stop();
+      return runtime.exit(2);
+    }
+    throw e;
+  }
+
+  config = {
+    ...config,
+    listen: args.listen ?? config.listen,
+    admin: args.admin ?? config.admin,
+  };
+  gateway.start();
+  let publicListener: Listener;
+  let adminListener: Listener;
+  try {
+    publicListener = await runtime.listen(gateway.publicApp, config.listen);
+    adminListener = await runtime.listen(gateway.adminApp, config.admin);
+  } catch (e) {
+    console.error(`grpc-edge: cannot listen: ${(e as Error).message}`);
+    await gateway.close(false);
+    await demo?.stop();
+    return runtime.exit(1);
+  }
+  logger.info(
+    `listening on ${publicListener.url} (admin ${adminListener.url}), ${gateway.routes.length} routes, runtime ${runtime.name}`,
+  );
+  if (demo !== undefined) console.log(demo.banner(publicListener.url, adminListener.url));
+
+  let stopping = false;
+  runtime.onShutdownSignal(async (signal) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`${signal}: draining (readiness 503, no new connections, in-flight calls finish)`);
+    gateway.beginShutdown();
+    const deadline = Date.now() + config.shutdown.drainTimeoutMs;
+    await publicListener.close(deadline);
+    await gateway.close(true);
+    await adminListener.close(deadline);
+    await demo?.stop();
+    logger.info("stopped");
+    runtime.exit(0);
+  });
+}
+
+interface Args {
+  config?: string;
+  listen?: HostPort;
+  admin?: HostPort;
+  help?: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args | { error: string } {
+  const out: Args = {};
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    let value: string | undefined;
+    const eq = arg.indexOf("=");
+    if (arg.startsWith("--") && eq > 0) [arg, value] = [arg.slice(0, eq), arg.slice(eq + 1)];
+    if (arg === "--help" || arg === "-h") {
+      out.help = true;
+      continue;
+    }
+    if (!["--config", "--listen", "--admin"].includes(arg)) {
+      return { error: `unknown argument ${JSON.stringify(argv[i])}` };
+    }
+    value ??= argv[++i];
+    if (value === undefined || value === "") return { error: `${arg} needs a value` };
+    try {
+      if (arg === "--config") out.config = value;
+      else if (arg === "--listen") out.listen = parseHostPort(value);
+      else out.admin = parseHostPort(value);
+    } catch (e) {
+      return { error: `${arg}: ${(e as Error).message}` };
+    }
+  }
+  return out;
+}

@@ -1,0 +1,344 @@
+/**
+ * One HTTP request → one gRPC call → one HTTP response, on Web `Request` / `Response` only.
+ *
+ * Everything per route (matcher entry, request mapper, response renderer, upstream) is compiled
+ * once by `createTranscoder`; `handle` only looks things up. The upstream is any Connect
+ * `Transport`, so this module opens no sockets and starts no timers of its own.
+ */
+import type { DescMethod, FileRegistry, Message } from "@bufbuild/protobuf";
+import { createContextValues, type Transport } from "@connectrpc/connect";
+import type { RouteSpec } from "../schema/routes.ts";
+import { Router, RouteConflictError } from "./router.ts";
+import { compileRequestMapper, type RequestMapper } from "./request.ts";
+import {
+  compileResponseRenderer,
+  renderStatus,
+  streamErrorChunk,
+  streamResultChunk,
+  type ResponseRenderer,
+} from "./response.ts";
+import { incomingMetadataHeaders, outgoingMetadata, type ClientInfo } from "./metadata.ts";
+import { effectiveTimeoutMs } from "./timeout.ts";
+import { asConnectError, Code, ConnectError, httpStatusOfError, withHttpStatus } from "./status.ts";
+import { callInfoKey } from "../upstream/call-info.ts";
+
+export type { ClientInfo };
+
+export interface TranscoderUpstream {
+  readonly name: string;
+  readonly transport: Transport;
+  readonly timeoutMs: number;
+}
+
+export interface TranscoderOptions {
+  readonly registry: FileRegistry;
+  /** Routes with the upstream that serves their method. */
+  readonly routes: ReadonlyArray<{ readonly spec: RouteSpec; readonly upstream: TranscoderUpstream }>;
+  readonly emitUnpopulated: boolean;
+  readonly useProtoNames: boolean;
+  /** Reject unknown fields in JSON bodies (default: ignore them, as grpc-gateway v2). */
+  readonly strict: boolean;
+}
+
+export interface Transcoder {
+  handle(request: Request, client: ClientInfo): Promise<Response>;
+  /** A google.rpc.Status JSON response for any error, for failures outside `handle`. */
+  errorResponse(reason: unknown, requestId?: string): Response;
+  /** The compiled routes, for the admin view and start-up logs. */
+  readonly routes: readonly RouteSpec[];
+}
+
+/** A route that could not be compiled: reported at start-up with the method and the rule. */
+export interface RouteCompileProblem {
+  readonly method: string;
+  readonly rule: string;
+  readonly reason: string;
+}
+
+export class RouteCompileError extends Error {
+  override readonly name = "RouteCompileError";
+  readonly problems: readonly RouteCompileProblem[];
+  constructor(problems: readonly RouteCompileProblem[]) {
+    super(
+      "invalid HTTP rules:\n" +
+        problems.map((p) => `  ${p.method}: ${p.rule}: ${p.reason}`).join("\n"),
+    );
+    this.problems = problems;
+  }
+}
+
+interface CompiledRoute {
+  readonly spec: RouteSpec;
+  readonly method: DescMethod;
+  readonly mapper: RequestMapper;
+  readonly renderer: ResponseRenderer;
+  readonly upstream: TranscoderUpstream;
+  /** Safe to retry: the HTTP method promises idempotency (the retry policy's `methods: idempotent`). */
+  readonly idempotent: boolean;
+}
+
+const idempotentMethods = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
+const jsonType = "application/json";
+
+export function createTranscoder(options: TranscoderOptions): Transcoder {
+  const { registry, strict } = options;
+  const router = new Router<CompiledRoute>();
+  const problems: RouteCompileProblem[] = [];
+  const jsonOptions = {
+    registry,
+    emitUnpopulated: options.emitUnpopulated,
+    useProtoNames: options.useProtoNames,
+  };
+  for (const { spec, upstream } of options.routes) {
+    const method = spec.method;
+    const name = `/${method.parent.typeName}/${method.name}`;
+    try {
+      const compiled: CompiledRoute = {
+        spec,
+        method,
+        mapper: compileRequestMapper(
+          method.input,
+          spec.body,
+          spec.template.variables.map((v) => v.fieldPath),
+          { registry },
+        ),
+        renderer: compileResponseRenderer(method.output, spec.responseBody, jsonOptions),
+        upstream,
+        idempotent: idempotentMethods.has(spec.httpMethod),
+      };
+      router.add(spec.httpMethod, spec.template, compiled);
+    } catch (e) {
+      const reason =
+        e instanceof RouteConflictError
+          ? `conflicts with ${describeExisting(e.existing)}`
+          : (e as Error).message;
+      problems.push({ method: name, rule: spec.rule, reason });
+    }
+  }
+  if (problems.length > 0) throw new RouteCompileError(problems);
+
+  const errorResponse = (reason: unknown, requestId: string = crypto.randomUUID()): Response => {
+    const error = asConnectError(reason);
+    const headers = new Headers({ "content-type": jsonType, "x-request-id": requestId });
+    for (const [k, v] of incomingMetadataHeaders(error.metadata, undefined)) headers.append(k, v);
+    return new Response(renderStatus(error, registry), {
+      status: httpStatusOfError(error),
+      headers,
+    });
+  };
+
+  async function handle(request: Request, client: ClientInfo): Promise<Response> {
+    const requestId = request.headers.get("x-request-id") || crypto.randomUUID();
+    try {
+      const { path, query } = splitUrl(request.url);
+      const match = router.match(request.method, path);
+      if (match.kind === "not-found") {
+        throw new ConnectError(`no route for ${request.method} ${path}`, Code.NotFound);
+      }
+      if (match.kind === "method-not-allowed") {
+        const error = withHttpStatus(
+          new ConnectError(`method ${request.method} not allowed for ${path}`, Code.Unimplemented),
+          405,
+        );
+        const response = errorResponse(error, requestId);
+        response.headers.set("allow", match.allow.join(", "));
+        return response;
+      }
+      const route = match.value;
+      const timeoutMs = effectiveTimeoutMs(
+        route.upstream.timeoutMs,
+        request.headers.get("grpc-timeout"),
+      );
+      const metadata = outgoingMetadata(request.headers, client);
+      metadata.set("x-request-id", requestId);
+      const contextValues = createContextValues().set(callInfoKey, {
+        idempotent: route.idempotent,
+        route: route.spec.rule,
+      });
+      const kind = route.method.methodKind;
+      const call = { route, request, query, variables: match.variables, timeoutMs, metadata, contextValues, requestId };
+      if (kind === "unary") return await unary(call);
+      return await streaming(call);
+    } catch (e) {
+      return errorResponse(e, requestId);
+    }
+  }
+
+  interface Call {
+    readonly route: CompiledRoute;
+    readonly request: Request;
+    readonly query: string;
+    readonly variables: ReadonlyArray<readonly [readonly string[], string]>;
+    readonly timeoutMs: number;
+    readonly metadata: Headers;
+    readonly contextValues: ReturnType<typeof createContextValues>;
+    readonly requestId: string;
+  }
+
+  async function requestMessage(call: Call): Promise<Message> {
+    const { route, request } = call;
+    const bodyText = route.spec.body === undefined ? undefined : await request.text();
+    return route.mapper.map(
+      {
+        httpMethod: request.method,
+        variables: call.variables,
+        query: new URLSearchParams(call.query),
+        bodyText,
+      },
+      strict,
+    );
+  }
+
+  async function unary(call: Call): Promise<Response> {
+    const { route } = call;
+    const input = await requestMessage(call);
+    const method = route.method as DescMethod & { methodKind: "unary" };
+    const result = await route.upstream.transport.unary(
+      method,
+      call.request.signal,
+      call.timeoutMs,
+      call.metadata,
+      input,
+      call.contextValues,
+    );
+    const headers = new Headers({ "content-type": jsonType, "x-request-id": call.requestId });
+    for (const [k, v] of incomingMetadataHeaders(result.header, result.trailer)) headers.append(k, v);
+    return new Response(route.renderer.render(result.message as Message), { status: 200, headers });
+  }
+
+  async function streaming(call: Call): Promise<Response> {
+    const { route, request } = call;
+    const kind = route.method.methodKind;
+    const clientStreams = kind === "client_streaming" || kind === "bidi_streaming";
+    // A bad NDJSON line fails the call with its own 400, not with whatever the transport makes
+    // of an input stream that threw.
+    let inputError: unknown;
+    const input: AsyncIterable<Message> = clientStreams
+      ? ndjsonMessages(request, (line) => {
+          try {
+            return route.mapper.mapStreamItem(line, call.variables, strict);
+          } catch (e) {
+            inputError = e;
+            throw e;
+          }
+        })
+      : single(await requestMessage(call));
+    try {
+      return await streamingCall(call, input);
+    } catch (e) {
+      throw inputError ?? e;
+    }
+  }
+
+  async function streamingCall(call: Call, input: AsyncIterable<Message>): Promise<Response> {
+    const { route, request } = call;
+    const kind = route.method.methodKind;
+    const method = route.method as DescMethod & { methodKind: "server_streaming" };
+    const result = await route.upstream.transport.stream(
+      method,
+      request.signal,
+      call.timeoutMs,
+      call.metadata,
+      input,
+      call.contextValues,
+    );
+    const iterator = result.message[Symbol.asyncIterator]();
+    // Wait for the first message so that a call failing before any output still gets a real
+    // HTTP status instead of a 200 with an error line.
+    const first = await iterator.next();
+
+    if (kind === "client_streaming") {
+      if (first.done) throw new ConnectError("upstream sent no response message", Code.Internal);
+      await drain(iterator);
+      const headers = new Headers({ "content-type": jsonType, "x-request-id": call.requestId });
+      for (const [k, v] of incomingMetadataHeaders(result.header, result.trailer)) headers.append(k, v);
+      return new Response(route.renderer.render(first.value as Message), { status: 200, headers });
+    }
+
+    const format = wantsEventStream(request) ? "sse" : "ndjson";
+    const headers = new Headers({
+      "content-type": format === "sse" ? "text/event-stream" : "application/x-ndjson",
+      "cache-control": "no-cache",
+      "x-request-id": call.requestId,
+      // Proxies such as nginx buffer responses unless told not to; streams must flow.
+      "x-accel-buffering": "no",
+    });
+    for (const [k, v] of incomingMetadataHeaders(result.header, undefined)) headers.append(k, v);
+    const encoder = new TextEncoder();
+    let pending: IteratorResult<unknown> | undefined = first;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const next = pending ?? (await iterator.next());
+          pending = undefined;
+          if (next.done) {
+            controller.close();
+            return;
+          }
+          const json = route.renderer.render(next.value as Message);
+          controller.enqueue(encoder.encode(streamResultChunk(json, format)));
+        } catch (e) {
+          const status = renderStatus(asConnectError(e), registry);
+          controller.enqueue(encoder.encode(streamErrorChunk(status, format)));
+          controller.close();
+        }
+      },
+      async cancel() {
+        await iterator.return?.();
+      },
+    });
+    return new Response(body, { status: 200, headers });
+  }
+
+  return { handle, errorResponse, routes: options.routes.map((r) => r.spec) };
+}
+
+function describeExisting(existing: unknown): string {
+  const route = existing as CompiledRoute | undefined;
+  if (route?.spec === undefined) return "another rule";
+  return `/${route.method.parent.typeName}/${route.method.name} (${route.spec.rule})`;
+}
+
+/** Path and raw query of a request URL without building a URL object per request. */
+function splitUrl(url: string): { path: string; query: string } {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return { path: "/", query: "" };
+  const q = url.indexOf("?", start);
+  const hash = url.indexOf("#", start);
+  const end = hash < 0 ? url.length : hash;
+  if (q < 0 || q > end) return { path: url.slice(start, end), query: "" };
+  return { path: url.slice(start, q), query: url.slice(q + 1, end) };
+}
+
+function wantsEventStream(request: Request): boolean {
+  return (request.headers.get("accept") ?? "").includes("text/event-stream");
+}
+
+async function* single(message: Message): AsyncIterable<Message> {
+  yield message;
+}
+
+async function drain(iterator: AsyncIterator<unknown>): Promise<void> {
+  for (let i = 0; i < 1_000_000; i++) if ((await iterator.next()).done) return;
+}
+
+/** The request body as NDJSON, one message per non-empty line, read as it arrives. */
+async function* ndjsonMessages(
+  request: Request,
+  mapLine: (line: string) => Message,
+): AsyncIterable<Message> {
+  if (request.body === null) return;
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const chunk of request.body) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline).trim();
+      buffered = buffered.slice(newline + 1);
+      if (line !== "") yield mapLine(line);
+    }
+  }
+  const last = (buffered + decoder.decode()).trim();
+  if (last !== "") yield mapLine(last);
+}
