@@ -1,5 +1,5 @@
 /**
- * A Kubernetes API server stand-in for tests: plain HTTP on 127.0.0.1, speaking the real
+ * A Kubernetes API server stand-in for tests: HTTP (or HTTPS) on 127.0.0.1, speaking the real
  * list/watch protocol for EndpointSlices (discovery.k8s.io/v1), Endpoints and Nodes (v1),
  * well enough for `kubectl` and `@kubernetes/client-node` (both proven in apiserver.test.ts).
  *
@@ -23,17 +23,22 @@
  *   `Status` objects for errors, create/replace/delete.
  * - Bearer tokens: the right one authenticates, a wrong one gets 401, none is anonymous and
  *   allowed (kubectl sends no token to a plain-http server; client-node does).
+ * What it leaves out: Table output (kubectl then prints only NAME and AGE unless given -o),
+ * OpenAPI documents (so `kubectl create` needs `--validate=false`), PATCH, protobuf.
  *
  * Test hooks: applySlice/deleteSlice, applyEndpoints/deleteEndpoints, applyNode, cutWatches,
- * stallWatches, compactHistory, stop, restart (same port, state kept), writeKubeconfig.
+ * stallWatches, compactHistory, stop, restart (same port, state kept), writeKubeconfig,
+ * writeServiceAccount; `requests` records what clients asked.
  *
- * As a process: `node tests/k8s/fake-apiserver.ts --port 0 [--token T] [--kubeconfig DIR]`
- * prints `listening http://127.0.0.1:PORT`; POST /_standin/{cut-watches,stall-watches,compact-history}
- * reach the hooks, writes go through the API (kubectl create / replace / delete).
+ * As a process: `node tests/k8s/fake-apiserver.ts --port 0 [--token T] [--kubeconfig DIR]
+ * [--tls] [--bookmark-ms N]` prints `listening http://127.0.0.1:PORT` (and writes
+ * DIR/kubeconfig.yaml); POST /_standin/{cut-watches,stall-watches,compact-history} reach the
+ * hooks, and writes go through the API (kubectl create / replace / delete).
  */
 import { randomUUID } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { join } from "node:path";
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Labels } from "./selectors.ts";
@@ -100,6 +105,10 @@ const nodes: ResourceType = {
 const resourceTypes = [endpointSlices, endpoints, nodes];
 /** What this stand-in implements; discovery advertises exactly these verbs. */
 const verbs = ["create", "delete", "get", "list", "update", "watch"];
+
+const tlsDir = new URL("./tls/", import.meta.url);
+const tlsCertificate = await readFile(new URL("stand-in.crt", tlsDir), "utf8");
+const tlsKey = await readFile(new URL("stand-in.key", tlsDir), "utf8");
 
 const apiVersionOf = (t: ResourceType) => (t.group === "" ? t.version : `${t.group}/${t.version}`);
 const prefixOf = (t: ResourceType) => (t.group === "" ? `/api/${t.version}` : `/apis/${t.group}/${t.version}`);
@@ -357,10 +366,16 @@ export interface FakeApiServerOptions {
   readonly historyLimit?: number;
   /** A watch's timeout when the client gives none (the real server picks 30-60 min). */
   readonly defaultWatchTimeoutSeconds?: number;
+  /**
+   * Serve HTTPS with the committed test certificate for 127.0.0.1 (tests/k8s/tls, self-signed,
+   * valid to 2126), as a cluster's API server does for in-cluster clients.
+   */
+  readonly tls?: boolean;
 }
 
 const defaults = {
   port: 0,
+  tls: false,
   token: "stand-in-token",
   bookmarkIntervalMs: 1_000,
   historyLimit: 1_000,
@@ -399,11 +414,13 @@ export class FakeApiServer {
       bookmarkIntervalMs: options.bookmarkIntervalMs ?? defaults.bookmarkIntervalMs,
       historyLimit: options.historyLimit ?? defaults.historyLimit,
       defaultWatchTimeoutSeconds: options.defaultWatchTimeoutSeconds ?? defaults.defaultWatchTimeoutSeconds,
+      tls: options.tls ?? defaults.tls,
     };
     // Not 0 or 1, so a client that confuses "0" (any) with a real version shows up.
     this.#store = new Store(this.#settings.historyLimit, 100);
-    this.#server = createServer((req, res) => this.#handle(req, res));
-    this.#server.on("connection", (socket) => {
+    const handle = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res);
+    this.#server = this.#settings.tls ? createTlsServer({ key: tlsKey, cert: tlsCertificate }, handle) : createServer(handle);
+    this.#server.on("connection", (socket: Socket) => {
       this.#sockets.add(socket);
       socket.on("close", () => this.#sockets.delete(socket));
     });
@@ -416,7 +433,7 @@ export class FakeApiServer {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.#port}`;
+    return `${this.#settings.tls ? "https" : "http"}://127.0.0.1:${this.#port}`;
   }
 
   get port(): number {
@@ -504,6 +521,9 @@ export class FakeApiServer {
    */
   async writeKubeconfig(dir: string, namespace = "default"): Promise<string> {
     const file = join(dir, "kubeconfig.yaml");
+    const trust = this.#settings.tls
+      ? `certificate-authority-data: ${Buffer.from(tlsCertificate).toString("base64")}`
+      : "insecure-skip-tls-verify: true";
     await writeFile(
       file,
       `apiVersion: v1
@@ -512,7 +532,7 @@ clusters:
 - name: stand-in
   cluster:
     server: ${this.url}
-    insecure-skip-tls-verify: true
+    ${trust}
 users:
 - name: stand-in
   user:
@@ -527,6 +547,21 @@ current-context: stand-in
 `,
     );
     return file;
+  }
+
+  /**
+   * Mounts a service account for this server under `root` (token, ca.crt, namespace in
+   * `root/var/run/secrets/kubernetes.io/serviceaccount`) and returns the environment a pod would
+   * have: client-node's `loadFromCluster(root)` then reaches this server. Needs `tls` (in-cluster
+   * clients speak https to any port but 80, 8080 and 8001).
+   */
+  async writeServiceAccount(root: string, namespace = "default"): Promise<Record<string, string>> {
+    const dir = join(root, "var/run/secrets/kubernetes.io/serviceaccount");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "token"), this.token);
+    await writeFile(join(dir, "ca.crt"), tlsCertificate);
+    await writeFile(join(dir, "namespace"), namespace);
+    return { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(this.#port) };
   }
 
   async #listen(port: number): Promise<void> {
@@ -573,16 +608,18 @@ current-context: stand-in
       throw new ApiError(401, { reason: "Unauthorized", message: "Unauthorized" });
     }
     if (path.startsWith("/_standin/") && method === "POST") return void this.#standInHook(path, res);
+    if (!acceptsJson(req.headers.accept) && !path.startsWith("/openapi/")) {
+      throw new ApiError(406, { reason: "NotAcceptable", message: "only the following media types are accepted: application/json" });
+    }
     const target = parseResourcePath(path);
-    const document = target === undefined ? discoveryDocument(path, req.headers.accept ?? "", this.#port) : undefined;
-    if (target === undefined && document === undefined) {
-      // No OpenAPI documents either: kubectl then validates nothing client-side and carries on.
-      throw new ApiError(404, { reason: "NotFound", message: "the server could not find the requested resource" });
+    if (target === undefined) {
+      const document = discoveryDocument(path, req.headers.accept ?? "", this.#port);
+      // No OpenAPI documents either: kubectl then skips client-side validation where it can.
+      if (document === undefined) {
+        throw new ApiError(404, { reason: "NotFound", message: "the server could not find the requested resource" });
+      }
+      return void sendJson(res, 200, document.body, document.contentType);
     }
-    if (!acceptsJson(req.headers.accept)) {
-      throw new ApiError(406, { reason: "NotAcceptable", message: `only the following media types are accepted: application/json` });
-    }
-    if (target === undefined) return void sendJson(res, 200, document!.body, document!.contentType);
     const params = url.searchParams;
     const watch = target.legacyWatch || params.get("watch") === "true" || params.get("watch") === "1";
     switch (method) {
@@ -1040,11 +1077,13 @@ if (import.meta.main) {
       token: { type: "string" },
       "bookmark-ms": { type: "string" },
       kubeconfig: { type: "string" },
+      tls: { type: "boolean", default: false },
     },
   });
   const server = await FakeApiServer.start({
     port: Number(values.port),
     token: values.token,
+    tls: values.tls,
     bookmarkIntervalMs: values["bookmark-ms"] === undefined ? undefined : Number(values["bookmark-ms"]),
   });
   if (values.kubeconfig !== undefined) await server.writeKubeconfig(values.kubeconfig);

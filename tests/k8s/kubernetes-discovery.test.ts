@@ -382,3 +382,44 @@ describe("how kubernetes discovery keeps its watch", () => {
     assert.deepEqual(keys(await d.next()), ["10.0.0.1:50051"]);
   });
 });
+
+describe("how kubernetes discovery finds the API server", () => {
+  /** Sets environment variables until the returned function restores them. */
+  function withEnv(values: Record<string, string | undefined>): () => void {
+    const saved = Object.fromEntries(Object.keys(values).map((k) => [k, process.env[k]]));
+    const apply = (v: Record<string, string | undefined>) => {
+      for (const [k, value] of Object.entries(v)) {
+        if (value === undefined) delete process.env[k];
+        else process.env[k] = value;
+      }
+    };
+    apply(values);
+    return () => apply(saved);
+  }
+
+  test("in a cluster, the service account (token file, CA, https) comes first, before a kubeconfig", async (t) => {
+    const inCluster = await FakeApiServer.start({ tls: true, token: "service-account-token" });
+    t.after(() => inCluster.stop());
+    inCluster.applySlice(slice("mirror-a", [ready("10.1.0.1")]));
+    server.applySlice(slice("mirror-a", [ready("10.2.0.2")]));
+    const root = join(dir, "pod");
+    const restore = withEnv(await inCluster.writeServiceAccount(root));
+    t.after(restore);
+    const d = start({ serviceAccountRoot: root, kubeconfig });
+    assert.deepEqual(keys(await d.next()), ["10.1.0.1:50051"]);
+    assert.ok(inCluster.requests.length > 0 && inCluster.requests.every((r) => r.authenticated), "with the service account's token");
+    await waitFor(() => inCluster.openWatches === 1, "the watch over https");
+    inCluster.applySlice(slice("mirror-a", [ready("10.1.0.1"), ready("10.1.0.2")]));
+    assert.deepEqual(keys(await d.next()), ["10.1.0.1:50051", "10.1.0.2:50051"]);
+    assert.equal(server.requests.length, 0, "the kubeconfig's server is not asked");
+  });
+
+  test("without a service account or a kubeconfig option, $KUBECONFIG", async (t) => {
+    server.applySlice(slice("mirror-a", [ready("10.0.0.1")]));
+    const restore = withEnv({ KUBECONFIG: kubeconfig });
+    t.after(restore);
+    const d = start({ kubeconfig: undefined });
+    assert.deepEqual(keys(await d.next()), ["10.0.0.1:50051"]);
+  });
+});
+
