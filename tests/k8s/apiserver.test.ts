@@ -180,6 +180,22 @@ describe("on the wire", () => {
     assert.deepEqual(await fresh.next(150), { end: "timeout" });
   });
 
+  test("the history is bounded: beyond historyLimit changes, older resourceVersions expire", async (t) => {
+    const small = await FakeApiServer.start({ historyLimit: 3 });
+    t.after(() => small.stop());
+    const versions = [1, 2, 3, 4, 5].map((n) => small.applySlice(slice("mirror-a", [`10.0.0.${n}`])).metadata.resourceVersion);
+    const url = (rv: string | undefined) => `${small.url}${slices}?watch=true&resourceVersion=${rv}`;
+    const old = await openWatch(url(versions[0]), small.token);
+    t.after(() => old.close());
+    assert.equal(((await old.next()) as WatchEvent).object.code, 410);
+    const kept = await openWatch(url(versions[1]), small.token);
+    t.after(() => kept.close());
+    assert.deepEqual(
+      summary(await kept.drain(150)),
+      versions.slice(2).map((rv) => `MODIFIED mirror-a@${rv}`),
+    );
+  });
+
   test("bookmarks come only when allowed, carry the current resourceVersion, and timeoutSeconds ends the watch cleanly", async () => {
     const quiet = await watch(`${slices}?watch=true&resourceVersion=${server.resourceVersion}&timeoutSeconds=1`);
     const bookmarked = await watch(`${slices}?watch=true&resourceVersion=${server.resourceVersion}&allowWatchBookmarks=true&timeoutSeconds=1`);
@@ -319,6 +335,12 @@ describe("kubectl", () => {
     assert.deepEqual(list.items.map((i: KubeObject) => i.metadata.name), ["mirror-a", "other-a"]);
     assert.deepEqual(list.items[0].endpoints[0].addresses, ["10.0.0.1"]);
     assert.equal(list.items[0].kind, "EndpointSlice");
+    server.applySlice({ ...slice("mirror-a", ["10.1.0.1"]), metadata: { ...slice("mirror-a", []).metadata, namespace: "prod" } });
+    const everywhere = JSON.parse((await kubectl(["get", "endpointslices", "-A", "-o", "json"])).stdout);
+    assert.deepEqual(
+      everywhere.items.map((i: KubeObject) => `${i.metadata.namespace}/${i.metadata.name}`),
+      ["default/mirror-a", "default/other-a", "prod/mirror-a"],
+    );
   });
 
   test("get endpointslices -l selects by label", async () => {
