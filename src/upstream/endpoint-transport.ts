@@ -1,0 +1,624 @@
+/**
+ * A Connect `Transport` for one endpoint, speaking gRPC directly on node:http2 streams.
+ *
+ * Why not connect-node's client: it runs every call through an async-iterable pipeline and a
+ * linked AbortController, and costs ~3x what the wire does (DESIGN §3). Here a unary call is
+ * one stream, one frame written, listeners that decode as data arrives, one timer for the
+ * deadline, and a single `finish` that every exit path goes through.
+ *
+ * Failures are ConnectErrors. Those that happened before the request could reach the backend
+ * (connect refused, REFUSED_STREAM, session gone before the stream was sent) are marked so
+ * that `isNeverSent(error)` is true: the pool retries them on another endpoint.
+ */
+import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import {
+  create,
+  fromBinary,
+  isMessage,
+  toBinary,
+  type DescMessage,
+  type DescMethodStreaming,
+  type DescMethodUnary,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type StreamResponse,
+  type Transport,
+  type UnaryResponse,
+} from "@connectrpc/connect";
+import {
+  codeFromHttpStatus,
+  defaultMaxMessageBytes,
+  encodeFrame,
+  errorFromRstCode,
+  formatGrpcTimeout,
+  FrameDecoder,
+  grpcStatusOf,
+  http2ErrorCode,
+  isNeverSent,
+  neverSentError,
+} from "./grpc-wire.ts";
+
+export { isNeverSent };
+
+/** What the transport needs from a session (see session.ts). */
+export interface StreamSession {
+  request(headers: OutgoingHttpHeaders): ClientHttp2Stream;
+  /** The connection is closing or gone (a stream ending without status was cut by it). */
+  readonly connectionGone: boolean;
+}
+
+export interface SessionSource {
+  /** The session for a new call; throws a never-sent ConnectError when there is none. */
+  acquire(): StreamSession;
+}
+
+/** How one call ended, for balancing and the endpoint view. */
+export interface CallOutcome {
+  /** 0 for OK. */
+  readonly code: Code | 0;
+  /** The request never reached the backend. */
+  readonly neverSent: boolean;
+  /** From the start of the call to the response headers (or to the failure). */
+  readonly latencyMs: number;
+}
+
+/** Told synchronously when a call starts and once when it ends, whichever way. */
+export interface CallObserver {
+  callStarted(): void;
+  callEnded(outcome: CallOutcome): void;
+}
+
+export interface EndpointTransportOptions {
+  readonly sessions: SessionSource;
+  /** Largest response message accepted (default 4 MiB); bigger is ResourceExhausted. */
+  readonly maxMessageBytes?: number;
+  readonly observer?: CallObserver;
+}
+
+/** Response messages queued beyond this pause the HTTP/2 stream (flow control does the rest). */
+const streamHighWater = 16;
+
+/** Request headers the transport owns, or that HTTP/2 forbids; user metadata cannot set them. */
+const reservedHeaders = new Set([
+  "connection",
+  "content-length",
+  "content-type",
+  "grpc-accept-encoding",
+  "grpc-encoding",
+  "grpc-timeout",
+  "host",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+export class EndpointTransport implements Transport {
+  readonly sessions: SessionSource;
+  readonly maxMessageBytes: number;
+  readonly observer: CallObserver | undefined;
+
+  constructor(options: EndpointTransportOptions) {
+    this.sessions = options.sessions;
+    this.maxMessageBytes = options.maxMessageBytes ?? defaultMaxMessageBytes;
+    this.observer = options.observer;
+  }
+
+  unary<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    header: HeadersInit | undefined,
+    input: MessageInitShape<I>,
+    _contextValues?: ContextValues,
+  ): Promise<UnaryResponse<I, O>> {
+    return new Promise((resolve, reject) => {
+      const call = new UnaryCall<I, O>(this, method, resolve, reject);
+      const payload = call.start(method, signal, timeoutMs, header, () => encodeMessage(method.input, input));
+      if (payload !== undefined) call.stream!.end(payload);
+    });
+  }
+
+  stream<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodStreaming<I, O>,
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    header: HeadersInit | undefined,
+    input: AsyncIterable<MessageInitShape<I>>,
+    _contextValues?: ContextValues,
+  ): Promise<StreamResponse<I, O>> {
+    return new Promise((resolve, reject) => {
+      const call = new StreamingCall<I, O>(this, method, resolve, reject);
+      if (call.start(method, signal, timeoutMs, header, () => true) !== undefined) {
+        void call.pump(input);
+      }
+    });
+  }
+}
+
+function encodeMessage<I extends DescMessage>(schema: I, input: MessageInitShape<I>): Uint8Array {
+  const message = isMessage(input, schema) ? input : create(schema, input);
+  return encodeFrame(toBinary(schema, message as MessageShape<I>));
+}
+
+/**
+ * One exchange on one HTTP/2 stream: request headers, deadline, abort, response headers,
+ * frames, trailers, and the final status. Unary and streaming calls differ only in what they
+ * do with messages and when they answer, so they override the three `on*` hooks.
+ */
+abstract class Call {
+  stream: ClientHttp2Stream | undefined;
+  done = false;
+  protected readonly transport: EndpointTransport;
+  protected responseHeaders: IncomingHttpHeaders | undefined;
+  protected trailers: IncomingHttpHeaders | undefined;
+  /** Headers that carried the status (trailers-only response). */
+  protected trailersOnly = false;
+  #session: StreamSession | undefined;
+  #decoder: FrameDecoder | undefined;
+  #streamError: Error | undefined;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #signal: AbortSignal | undefined;
+  #started = 0;
+  #latencyMs = -1;
+
+  constructor(transport: EndpointTransport) {
+    this.transport = transport;
+  }
+
+  /** A complete response message arrived (not called after `finish`). */
+  protected abstract onMessage(payload: Uint8Array): void;
+  /** Valid response headers arrived and carry no status (not called for trailers-only). */
+  protected abstract onResponseStart(): void;
+  /** The call is over: `error` undefined means grpc-status 0. Called exactly once. */
+  protected abstract onEnd(error: ConnectError | undefined): void;
+
+  /**
+   * Opens the stream. `body` builds what is written first (so encoding errors fail the call);
+   * returns it, or undefined when the call already failed.
+   */
+  start<T>(
+    method: { readonly name: string; readonly parent: { readonly typeName: string } },
+    signal: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+    header: HeadersInit | undefined,
+    body: () => T,
+  ): T | undefined {
+    this.#started = performance.now();
+    this.transport.observer?.callStarted();
+    if (signal?.aborted) {
+      this.finish(abortError(signal));
+      return undefined;
+    }
+    let first: T;
+    let stream: ClientHttp2Stream;
+    try {
+      first = body();
+      const session = this.transport.sessions.acquire();
+      this.#session = session;
+      stream = session.request(requestHeaders(`/${method.parent.typeName}/${method.name}`, timeoutMs, header));
+    } catch (e) {
+      this.finish(ConnectError.from(e, Code.Internal));
+      return undefined;
+    }
+    this.stream = stream;
+    stream.on("response", this.#onResponse);
+    stream.on("data", this.#onData);
+    stream.on("trailers", this.#onTrailers);
+    stream.on("end", this.#onEnd);
+    stream.on("error", this.#onError);
+    stream.on("close", this.#onClose);
+    if (timeoutMs !== undefined && timeoutMs > 0) {
+      this.#timer = setTimeout(this.#onDeadline, timeoutMs, timeoutMs);
+    }
+    if (signal !== undefined) {
+      this.#signal = signal;
+      signal.addEventListener("abort", this.#onAbort);
+    }
+    return first;
+  }
+
+  /**
+   * Ends the call once: clears the timer and the abort listener. The stream is reset (CANCEL)
+   * when we end the call ourselves (`reset`: deadline, abort, protocol error) or when the
+   * server finished while we were still sending.
+   */
+  finish(error: ConnectError | undefined, reset = false): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    const stream = this.stream;
+    if (stream !== undefined && !stream.closed && (reset || !stream.writableEnded)) {
+      stream.close(http2ErrorCode.cancel);
+    }
+    const latencyMs = this.#latencyMs >= 0 ? this.#latencyMs : performance.now() - this.#started;
+    this.transport.observer?.callEnded({
+      code: error === undefined ? 0 : error.code,
+      neverSent: error !== undefined && isNeverSent(error),
+      latencyMs,
+    });
+    this.onEnd(error);
+  }
+
+  /** Header and trailer metadata for an error, as Connect reports them. */
+  protected errorMetadata(): Headers {
+    return toHeaders(this.trailers, toHeaders(this.responseHeaders, new Headers()));
+  }
+
+  readonly #onResponse = (headers: IncomingHttpHeaders): void => {
+    if (this.done) return;
+    this.#latencyMs = performance.now() - this.#started;
+    this.responseHeaders = headers;
+    const status = Number(headers[":status"]);
+    if (status !== 200) {
+      const grpc = grpcStatusOf(headers);
+      const code = grpc !== undefined && grpc.code !== 0 ? grpc.code : codeFromHttpStatus(status);
+      this.finish(new ConnectError(`upstream answered HTTP ${status}`, code, toHeaders(headers, new Headers())), true);
+      return;
+    }
+    const contentType = headers["content-type"] ?? "";
+    if (!isGrpcProtoContentType(contentType)) {
+      const code = contentType.startsWith("application/grpc") ? Code.Internal : Code.Unknown;
+      this.finish(new ConnectError(`upstream answered with content-type "${contentType}"`, code), true);
+      return;
+    }
+    if (headers["grpc-status"] !== undefined) {
+      this.trailersOnly = true;
+      this.trailers = headers;
+      return;
+    }
+    this.#decoder = new FrameDecoder(this.transport.maxMessageBytes);
+    this.onResponseStart();
+  };
+
+  readonly #onData = (chunk: Uint8Array): void => {
+    if (this.done) return;
+    const decoder = this.#decoder;
+    if (decoder === undefined) {
+      this.finish(new ConnectError("upstream sent data without response headers", Code.Internal), true);
+      return;
+    }
+    try {
+      decoder.push(chunk, this.#onPayload);
+    } catch (e) {
+      this.finish(ConnectError.from(e, Code.Internal), true);
+    }
+  };
+
+  readonly #onPayload = (payload: Uint8Array): void => {
+    if (!this.done) this.onMessage(payload);
+  };
+
+  readonly #onTrailers = (trailers: IncomingHttpHeaders): void => {
+    this.trailers = trailers;
+  };
+
+  /** All data is read: with a status in hand the call is over, whatever our side is doing. */
+  readonly #onEnd = (): void => {
+    if (!this.done && this.trailers !== undefined) this.finish(this.#outcome());
+  };
+
+  readonly #onError = (error: Error): void => {
+    this.#streamError = error;
+  };
+
+  readonly #onClose = (): void => {
+    if (this.done) return;
+    this.finish(this.#outcome());
+  };
+
+  readonly #onDeadline = (timeoutMs: number): void => {
+    this.#timer = undefined;
+    this.finish(new ConnectError(`deadline of ${timeoutMs}ms exceeded`, Code.DeadlineExceeded), true);
+  };
+
+  readonly #onAbort = (): void => {
+    this.finish(abortError(this.#signal!), true);
+  };
+
+  /** The status of a stream that closed on its own. */
+  #outcome(): ConnectError | undefined {
+    const stream = this.stream!;
+    if (this.trailers !== undefined) {
+      if (this.#decoder?.partial) {
+        return new ConnectError("upstream ended the stream inside a message", Code.Internal);
+      }
+      const status = grpcStatusOf(this.trailers);
+      if (status === undefined) {
+        return new ConnectError("upstream trailers carry no grpc-status", Code.Internal, this.errorMetadata());
+      }
+      if (status.code === 0) return undefined;
+      const error = new ConnectError(status.message, status.code, this.errorMetadata());
+      error.details = status.details;
+      return error;
+    }
+    const cause = this.#streamError;
+    if (stream.pending || stream.id === undefined) {
+      return neverSentError(`upstream connection failed: ${describe(cause)}`, cause);
+    }
+    if (stream.rstCode === http2ErrorCode.refusedStream) return errorFromRstCode(stream.rstCode);
+    if (this.#session!.connectionGone) {
+      return new ConnectError(`upstream connection lost: ${describe(cause)}`, Code.Unavailable, undefined, undefined, cause);
+    }
+    return errorFromRstCode(stream.rstCode ?? http2ErrorCode.noError);
+  }
+}
+
+class UnaryCall<I extends DescMessage, O extends DescMessage> extends Call {
+  readonly #method: DescMethodUnary<I, O>;
+  readonly #resolve: (response: UnaryResponse<I, O>) => void;
+  readonly #reject: (error: ConnectError) => void;
+  #message: MessageShape<O> | undefined;
+
+  constructor(
+    transport: EndpointTransport,
+    method: DescMethodUnary<I, O>,
+    resolve: (response: UnaryResponse<I, O>) => void,
+    reject: (error: ConnectError) => void,
+  ) {
+    super(transport);
+    this.#method = method;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  protected onResponseStart(): void {}
+
+  protected onMessage(payload: Uint8Array): void {
+    if (this.#message !== undefined) {
+      this.finish(new ConnectError("upstream sent more than one message for a unary method", Code.Internal), true);
+      return;
+    }
+    try {
+      this.#message = fromBinary(this.#method.output, payload);
+    } catch (e) {
+      this.finish(new ConnectError(`cannot decode the response: ${describe(e)}`, Code.Internal), true);
+    }
+  }
+
+  protected onEnd(error: ConnectError | undefined): void {
+    if (error !== undefined) {
+      this.#reject(error);
+      return;
+    }
+    if (this.#message === undefined) {
+      this.#reject(new ConnectError("upstream sent no message for a unary method", Code.Internal));
+      return;
+    }
+    const method = this.#method;
+    this.#resolve({
+      stream: false,
+      service: method.parent,
+      method,
+      header: this.trailersOnly ? new Headers() : toHeaders(this.responseHeaders, new Headers()),
+      message: this.#message,
+      trailer: toHeaders(this.trailers, new Headers()),
+    });
+  }
+}
+
+/**
+ * A streaming call. Its promise resolves when the response starts; its messages are an
+ * async iterator fed as frames arrive, pausing the HTTP/2 stream when the reader lags.
+ */
+class StreamingCall<I extends DescMessage, O extends DescMessage>
+  extends Call
+  implements AsyncIterableIterator<MessageShape<O>>
+{
+  readonly #method: DescMethodStreaming<I, O>;
+  #resolve: ((response: StreamResponse<I, O>) => void) | undefined;
+  #reject: ((error: ConnectError) => void) | undefined;
+  readonly #trailer = new Headers();
+  readonly #queue: MessageShape<O>[] = [];
+  #paused = false;
+  #error: ConnectError | undefined;
+  #reader: { resolve(r: IteratorResult<MessageShape<O>>): void; reject(e: unknown): void } | undefined;
+  #drainWaiter: (() => void) | undefined;
+
+  constructor(
+    transport: EndpointTransport,
+    method: DescMethodStreaming<I, O>,
+    resolve: (response: StreamResponse<I, O>) => void,
+    reject: (error: ConnectError) => void,
+  ) {
+    super(transport);
+    this.#method = method;
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  /** Writes the input frame by frame, waiting for 'drain' when HTTP/2 flow control pushes back. */
+  async pump(input: AsyncIterable<MessageInitShape<I>>): Promise<void> {
+    const stream = this.stream!;
+    const schema = this.#method.input;
+    const iterator = input[Symbol.asyncIterator]();
+    let exhausted = false;
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (this.done) return;
+        if (next.done === true) {
+          exhausted = true;
+          break;
+        }
+        if (!stream.write(encodeMessage(schema, next.value))) {
+          await new Promise<void>((resolve) => {
+            this.#drainWaiter = resolve;
+            stream.once("drain", resolve);
+          });
+          this.#drainWaiter = undefined;
+          if (this.done) return;
+        }
+      }
+      stream.end();
+    } catch (e) {
+      exhausted = true;
+      this.finish(ConnectError.from(e), true);
+    } finally {
+      if (!exhausted) Promise.resolve(iterator.return?.()).catch(() => {});
+    }
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<MessageShape<O>>> {
+    const queue = this.#queue;
+    if (queue.length > 0) {
+      const value = queue.shift()!;
+      if (this.#paused && queue.length < streamHighWater / 2) {
+        this.#paused = false;
+        this.stream?.resume();
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.done) {
+      return this.#error === undefined
+        ? Promise.resolve({ value: undefined, done: true })
+        : Promise.reject(this.#error);
+    }
+    return new Promise((resolve, reject) => (this.#reader = { resolve, reject }));
+  }
+
+  /** The reader stopped early: the call is canceled and the stream reset. */
+  return(): Promise<IteratorResult<MessageShape<O>>> {
+    this.#queue.length = 0;
+    this.finish(new ConnectError("the response stream was abandoned by its reader", Code.Canceled), true);
+    this.#error = undefined;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  protected onResponseStart(): void {
+    this.#answer();
+  }
+
+  protected onMessage(payload: Uint8Array): void {
+    let message: MessageShape<O>;
+    try {
+      message = fromBinary(this.#method.output, payload);
+    } catch (e) {
+      this.finish(new ConnectError(`cannot decode a response message: ${describe(e)}`, Code.Internal), true);
+      return;
+    }
+    const reader = this.#reader;
+    if (reader !== undefined) {
+      this.#reader = undefined;
+      reader.resolve({ value: message, done: false });
+      return;
+    }
+    this.#queue.push(message);
+    if (!this.#paused && this.#queue.length >= streamHighWater) {
+      this.#paused = true;
+      this.stream?.pause();
+    }
+  }
+
+  protected onEnd(error: ConnectError | undefined): void {
+    this.#drainWaiter?.();
+    if (error === undefined) toHeaders(this.trailers, this.#trailer);
+    const reject = this.#reject;
+    if (reject !== undefined) {
+      // The call ended before the response started: the caller gets the error itself.
+      if (error !== undefined) {
+        this.#resolve = this.#reject = undefined;
+        reject(error);
+        return;
+      }
+      this.#answer();
+    }
+    this.#error = error;
+    const reader = this.#reader;
+    if (reader === undefined) return;
+    this.#reader = undefined;
+    if (error === undefined) reader.resolve({ value: undefined, done: true });
+    else reader.reject(error);
+  }
+
+  #answer(): void {
+    const resolve = this.#resolve;
+    if (resolve === undefined) return;
+    this.#resolve = this.#reject = undefined;
+    const method = this.#method;
+    resolve({
+      stream: true,
+      service: method.parent,
+      method,
+      header: this.trailersOnly ? new Headers() : toHeaders(this.responseHeaders, new Headers()),
+      message: this,
+      trailer: this.#trailer,
+    });
+  }
+}
+
+function requestHeaders(path: string, timeoutMs: number | undefined, header: HeadersInit | undefined): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {
+    ":method": "POST",
+    ":path": path,
+    "content-type": "application/grpc+proto",
+    te: "trailers",
+  };
+  if (timeoutMs !== undefined && timeoutMs > 0) out["grpc-timeout"] = formatGrpcTimeout(timeoutMs);
+  if (header === undefined) return out;
+  if (header instanceof Headers) {
+    header.forEach((value, key) => {
+      if (!reservedHeaders.has(key)) out[key] = value;
+    });
+    return out;
+  }
+  const entries = Array.isArray(header) ? header : Object.entries(header);
+  for (const [name, value] of entries) {
+    const key = name.toLowerCase();
+    if (key.startsWith(":") || reservedHeaders.has(key)) continue;
+    const seen = out[key];
+    out[key] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [String(seen), value];
+  }
+  return out;
+}
+
+/** Response headers or trailers as Connect metadata (pseudo-headers left out). */
+function toHeaders(fields: IncomingHttpHeaders | undefined, into: Headers): Headers {
+  if (fields === undefined) return into;
+  for (const key in fields) {
+    if (key.charCodeAt(0) === 58 /* ":" */) continue;
+    const value = fields[key];
+    if (value === undefined) continue;
+    try {
+      if (Array.isArray(value)) for (const v of value) into.append(key, v);
+      else into.append(key, String(value));
+    } catch {
+      // A value Headers refuses is dropped rather than failing the call.
+    }
+  }
+  return into;
+}
+
+function isGrpcProtoContentType(value: string): boolean {
+  return (
+    value === "application/grpc" ||
+    value === "application/grpc+proto" ||
+    value.startsWith("application/grpc;") ||
+    value.startsWith("application/grpc+proto;")
+  );
+}
+
+function abortError(signal: AbortSignal): ConnectError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof ConnectError) return reason;
+  return new ConnectError("the call was canceled", Code.Canceled, undefined, undefined, reason);
+}
+
+/** The message of the innermost cause: "connect ECONNREFUSED 127.0.0.1:1" rather than its wrappers. */
+function describe(error: unknown): string {
+  let inner = error;
+  while (inner instanceof Error && inner.cause instanceof Error) inner = inner.cause;
+  if (inner instanceof Error) return inner.message;
+  return inner === undefined ? "no details" : String(inner);
+}
