@@ -162,6 +162,7 @@ abstract class Call {
   protected trailersOnly = false;
   #session: StreamSession | undefined;
   #decoder: FrameDecoder | undefined;
+  #early: Uint8Array[] | undefined;
   #streamError: Error | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #signal: AbortSignal | undefined;
@@ -276,13 +277,24 @@ abstract class Call {
     }
     this.#decoder = new FrameDecoder(this.transport.maxMessageBytes);
     this.onResponseStart();
+    const early = this.#early;
+    if (early !== undefined) {
+      this.#early = undefined;
+      for (const chunk of early) this.#onData(chunk);
+    }
   };
 
   readonly #onData = (chunk: Uint8Array): void => {
     if (this.done) return;
     const decoder = this.#decoder;
     if (decoder === undefined) {
-      this.finish(new ConnectError("upstream sent data without response headers", Code.Internal), true);
+      if (this.responseHeaders === undefined) {
+        // HTTP/2 sends HEADERS before DATA, but Deno's node:http2 emits 'data' before
+        // 'response': keep the bytes for when the headers are seen.
+        (this.#early ??= []).push(chunk);
+        return;
+      }
+      this.finish(new ConnectError("upstream sent data in a trailers-only response", Code.Internal), true);
       return;
     }
     try {
