@@ -5,6 +5,7 @@
  * latency, health). New policies implement `BalancerPolicy` and register in `createPolicy`.
  */
 import { PickFirst } from "./policies/pick-first.ts";
+import { leastRequestCost, peakEwmaCost, PowerOfTwoChoices } from "./policies/power-of-two.ts";
 import { RoundRobin } from "./policies/round-robin.ts";
 
 /** What a policy may look at. The pool keeps one object per endpoint for its whole life. */
@@ -13,7 +14,7 @@ export interface Endpoint {
   readonly key: string;
   /** Calls started on it and not yet ended. */
   readonly inFlight: number;
-  /** Peak-EWMA response latency in ms; 0 before the first response. */
+  /** Peak-EWMA response latency in ms, decaying while no response comes; 0 before the first. */
   readonly latencyMs: number;
   /** Can take a call now (not in connect backoff; next issue: not ejected, health-checked). */
   readonly healthy: boolean;
@@ -33,10 +34,7 @@ export interface BalancerPolicy<E extends Endpoint = Endpoint> {
 
 export type BalancerName = "pick_first" | "round_robin" | "least_request" | "peak_ewma";
 
-/**
- * The policy for a config name. `random` in [0, 1) is injectable for deterministic tests.
- * least_request and peak_ewma are round_robin until the balancing issue implements them.
- */
+/** The policy for a config name. `random` in [0, 1) is injectable for deterministic tests. */
 export function createPolicy<E extends Endpoint>(
   name: BalancerName,
   random: () => number = Math.random,
@@ -45,9 +43,11 @@ export function createPolicy<E extends Endpoint>(
     case "pick_first":
       return new PickFirst<E>();
     case "round_robin":
-    case "least_request": // TODO(balancing issue): P2C on inFlight.
-    case "peak_ewma": // TODO(balancing issue): P2C on latencyMs × (inFlight + 1).
       return new RoundRobin<E>(random);
+    case "least_request":
+      return new PowerOfTwoChoices<E>(leastRequestCost, random);
+    case "peak_ewma":
+      return new PowerOfTwoChoices<E>(peakEwmaCost, random);
   }
 }
 
@@ -63,4 +63,12 @@ export function peakEwma(estimateMs: number, sampleMs: number, elapsedMs: number
   if (sampleMs >= estimateMs) return sampleMs;
   const keep = Math.exp(-Math.max(0, elapsedMs) / latencyDecayMs);
   return estimateMs * keep + sampleMs * (1 - keep);
+}
+
+/**
+ * The estimate as seen `elapsedMs` after its last sample: it fades toward 0, so an endpoint
+ * avoided for being slow is tried again after a while instead of never (tower's PeakEwma).
+ */
+export function decayedLatency(estimateMs: number, elapsedMs: number): number {
+  return estimateMs * Math.exp(-Math.max(0, elapsedMs) / latencyDecayMs);
 }

@@ -94,6 +94,30 @@ test("round_robin: 300 calls over 3 backends give each exactly 100, sequential o
   }
 });
 
+for (const balancer of ["least_request", "peak_ewma"] as const) {
+  test(`${balancer}: a slow backend gets a small share of concurrent calls (round_robin would give it a third)`, limit, async () => {
+    const list = [
+      await startMirrorBackend({ whoAmIDelayMs: 1 }),
+      await startMirrorBackend({ whoAmIDelayMs: 1 }),
+      await startMirrorBackend({ whoAmIDelayMs: 40 }),
+    ];
+    const slowTarget = list[2].target;
+    const p = pool({ balancer });
+    try {
+      p.update(list.map((b) => endpoint(b)));
+      const names: string[] = [];
+      const worker = async () => {
+        for (let i = 0; i < 30; i++) names.push(await whoAnswers(p));
+      };
+      await Promise.all(Array.from({ length: 10 }, worker));
+      const share = (tally(names)[slowTarget] ?? 0) / names.length;
+      assert.ok(share < 0.2, `the slow backend got ${(share * 100).toFixed(0)}% of ${names.length} calls`);
+    } finally {
+      await stopAll(p, list);
+    }
+  });
+}
+
 test("pick_first: sticks to the first backend, fails over without a failed call, stays after it is back", limit, async () => {
   const [a, b] = await backends(2);
   const p = pool({ balancer: "pick_first" });

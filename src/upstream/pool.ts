@@ -23,7 +23,7 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import { endpointKey, type DiscoveredEndpoint } from "../discovery/types.ts";
-import { createPolicy, peakEwma, type BalancerName, type BalancerPolicy, type Endpoint, type PickContext } from "./balancer.ts";
+import { createPolicy, decayedLatency, peakEwma, type BalancerName, type BalancerPolicy, type Endpoint, type PickContext } from "./balancer.ts";
 import { EndpointTransport, isNeverSent, type CallObserver, type CallOutcome } from "./endpoint-transport.ts";
 import { ReplayableInput } from "./replayable-input.ts";
 import { EndpointSessions, type EndpointConnectivity, type SessionOptions, type SessionsSnapshot } from "./session.ts";
@@ -269,7 +269,8 @@ class PoolEndpoint implements Endpoint, CallObserver {
   calls = 0;
   errors = 0;
   neverSent = 0;
-  latencyMs = 0;
+  /** Peak-EWMA estimate as of its last sample, at `#latencyAt`. */
+  #latency = 0;
   #latencyAt = 0;
   #lastError: string | undefined;
 
@@ -282,6 +283,10 @@ class PoolEndpoint implements Endpoint, CallObserver {
       maxMessageBytes: options.maxMessageBytes,
       observer: this,
     });
+  }
+
+  get latencyMs(): number {
+    return this.#latency === 0 ? 0 : decayedLatency(this.#latency, performance.now() - this.#latencyAt);
   }
 
   get healthy(): boolean {
@@ -303,7 +308,7 @@ class PoolEndpoint implements Endpoint, CallObserver {
     }
     if (!outcome.neverSent && outcome.code !== Code.Canceled) {
       const now = performance.now();
-      this.latencyMs = peakEwma(this.latencyMs, outcome.latencyMs, now - this.#latencyAt);
+      this.#latency = peakEwma(this.#latency, outcome.latencyMs, now - this.#latencyAt);
       this.#latencyAt = now;
     }
   }

@@ -68,6 +68,8 @@ interface BackendOptions {
   readonly port?: number;
   /** What WhoAmI reports; defaults to the listen address. */
   readonly name?: string;
+  /** WhoAmI answers after this long (a slow backend for the balancing tests). */
+  readonly whoAmIDelayMs?: number;
 }
 
 export async function startMirrorBackend(options: BackendOptions = {}): Promise<MirrorBackend> {
@@ -137,10 +139,11 @@ export async function startMirrorBackend(options: BackendOptions = {}): Promise<
         },
       ]);
     },
-    whoAmI(_req: Req, ctx: HandlerContext) {
+    async whoAmI(_req: Req, ctx: HandlerContext) {
       const done = track("WhoAmI", ctx);
       const metadata: Record<string, string> = {};
       ctx.requestHeader.forEach((v, k) => (metadata[k] = v));
+      if (options.whoAmIDelayMs) await sleep(options.whoAmIDelayMs, ctx.signal);
       done();
       return create(identity, { backend: name, metadata });
     },
