@@ -80,6 +80,9 @@ export interface EndpointTransportOptions {
   readonly observer?: CallObserver;
 }
 
+/** setTimeout's largest delay (about 24.8 days); longer ones would fire at once. */
+const maxTimerMs = 2 ** 31 - 1;
+
 /** Response messages queued beyond this pause the HTTP/2 stream (flow control does the rest). */
 const streamHighWater = 16;
 
@@ -216,7 +219,7 @@ abstract class Call {
     stream.on("error", this.#onError);
     stream.on("close", this.#onClose);
     if (timeoutMs !== undefined && timeoutMs > 0) {
-      this.#timer = setTimeout(this.#onDeadline, timeoutMs, timeoutMs);
+      this.#timer = setTimeout(this.#onDeadline, Math.min(timeoutMs, maxTimerMs), timeoutMs);
     }
     if (signal !== undefined) {
       this.#signal = signal;
