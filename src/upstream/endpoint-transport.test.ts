@@ -42,13 +42,18 @@ async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
 }
 
 /** Resolves when the server handler saw its call abort; fails the test if that takes too long. */
-function serverSawAbort(method: string): Promise<void> {
-  return Promise.race([
-    backend.nextAbort(method),
-    new Promise<void>((_, reject) =>
-      setTimeout(() => reject(new Error(`server did not see ${method} abort`)), 2000).unref(),
-    ),
-  ]);
+async function serverSawAbort(method: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      backend.nextAbort(method),
+      new Promise<void>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`server did not see ${method} abort`)), 2000);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 test("unary: the message, and metadata both ways (request header in, response header and trailer out)", limit, async () => {
@@ -277,16 +282,24 @@ test("no timers or abort listeners are left behind, whatever way calls end", lim
   const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
   await transport.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never);
   const baseline = timers();
-  const controller = new AbortController();
+  const kept = new AbortController();
+  const aborted = new AbortController();
   const calls: Promise<unknown>[] = [];
+  // Every call has a 5 s deadline and ends long before it: OK, error status, client abort.
   for (let i = 0; i < 20; i++) {
-    calls.push(transport.unary(echoPost, controller.signal, 5000, undefined, input(echoPost) as never));
-    calls.push(transport.unary(fail, controller.signal, 5000, undefined, input(fail, { code: 5 }) as never).catch(() => {}));
-    calls.push(transport.unary(slow, undefined, 20, undefined, input(slow, { millis: 1000 }) as never).catch(() => {}));
+    calls.push(transport.unary(echoPost, kept.signal, 5000, undefined, input(echoPost) as never));
+    calls.push(transport.unary(fail, kept.signal, 5000, undefined, input(fail, { code: 5 }) as never).catch(() => {}));
+    calls.push(transport.unary(slow, aborted.signal, 5000, undefined, input(slow, { millis: 1000 }) as never).catch(() => {}));
   }
+  setTimeout(() => aborted.abort(), 50);
   await Promise.all(calls);
+  assert.equal(getEventListeners(kept.signal, "abort").length, 0);
+  assert.equal(getEventListeners(aborted.signal, "abort").length, 0);
+  // The in-process server's own timers (its deadline and sleep timers) go shortly after; a
+  // leaked deadline timer of ours would stay for 5 s.
+  const settle = performance.now() + 1000;
+  while (timers() > baseline && performance.now() < settle) await new Promise((r) => setTimeout(r, 10));
   assert.equal(timers(), baseline);
-  assert.equal(getEventListeners(controller.signal, "abort").length, 0);
 });
 
 test("HTTP errors from a non-gRPC answer map by the gRPC HTTP table; REFUSED_STREAM is never-sent", limit, async () => {
