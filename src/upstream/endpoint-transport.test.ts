@@ -137,6 +137,22 @@ test("server streaming: a failure after some messages ends the iteration with th
   assert.equal(error.rawMessage, "failing after 2");
 });
 
+test("server streaming: a slow reader pauses the stream and still gets every message in order", limit, async () => {
+  const response = await transport.stream(
+    stream,
+    undefined,
+    8000,
+    undefined,
+    messages(input(stream, { count: 500 })) as never,
+  );
+  const seen: number[] = [];
+  for await (const m of response.message) {
+    seen.push((m as unknown as { i32: number }).i32);
+    if (seen.length % 100 === 0) await new Promise((r) => setTimeout(r, 30));
+  }
+  assert.deepEqual(seen, Array.from({ length: 500 }, (_, i) => i));
+});
+
 test("client streaming: every input message reaches the server, the one response comes back", limit, async () => {
   const items = Array.from({ length: 50 }, (_, i) => input(collect, { s: `m${i}` }));
   const response = await transport.stream(collect, undefined, 5000, { "x-echo": "c" }, messages(...items) as never);
