@@ -4,7 +4,7 @@
  * differs between two sets is an error because routes and JSON would silently depend on order.
  */
 import { readFile } from "node:fs/promises";
-import { fromBinary, toBinary, createFileRegistry, type FileRegistry } from "@bufbuild/protobuf";
+import { create, createFileRegistry, fromBinary, toBinary, type FileRegistry } from "@bufbuild/protobuf";
 import {
   FileDescriptorSetSchema,
   FileDescriptorProtoSchema,
@@ -54,11 +54,9 @@ export function registryFromDescriptorSets(
       }
     }
   }
-  const byName = new Map([...files].map(([name, f]) => [name, f.proto]));
   try {
     return createFileRegistry(
-      { $typeName: "google.protobuf.FileDescriptorSet", file: [...byName.values()] },
-      (name) => byName.get(name),
+      create(FileDescriptorSetSchema, { file: [...files.values()].map((f) => f.proto) }),
     );
   } catch (e) {
     // Usually a missing import: the set was built without --include_imports.

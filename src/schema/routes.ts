@@ -4,7 +4,8 @@
  * options' unknown fields until `getExtension` decodes it).
  */
 import { getExtension, hasExtension, type DescMethod, type FileRegistry } from "@bufbuild/protobuf";
-import { http, type HttpRule } from "../../gen/google/api/annotations_pb.ts";
+import { http } from "../../gen/google/api/annotations_pb.ts";
+import type { HttpRule } from "../../gen/google/api/http_pb.ts";
 import { parsePathTemplate, type PathTemplate } from "../transcode/path-template.ts";
 
 export interface RouteSpec {

@@ -328,10 +328,13 @@ async function* ndjsonMessages(
   mapLine: (line: string) => Message,
 ): AsyncIterable<Message> {
   if (request.body === null) return;
+  const reader = request.body.getReader();
   const decoder = new TextDecoder();
   let buffered = "";
-  for await (const chunk of request.body) {
-    buffered += decoder.decode(chunk, { stream: true });
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffered += decoder.decode(value, { stream: true });
     let newline: number;
     while ((newline = buffered.indexOf("\n")) >= 0) {
       const line = buffered.slice(0, newline).trim();
