@@ -16,7 +16,7 @@ import { EndpointTransport } from "../src/upstream/endpoint-transport.ts";
 import { encodeFrame } from "../src/upstream/grpc-wire.ts";
 import { UpstreamPool } from "../src/upstream/pool.ts";
 import { EndpointSessions } from "../src/upstream/session.ts";
-import { input, mirrorMethods, startMirrorBackend } from "../src/upstream/test-backend.ts";
+import { input, mirrorMethods, startMirrorBackend } from "../tests/backends/mirror-connect.ts";
 
 const args = new Map<string, string>();
 const argv = globalThis.process?.argv.slice(2) ?? [];

@@ -227,7 +227,8 @@ describe("round trip property", () => {
     .tuple(fc.bigInt({ min: 0n, max: 315_576_000_000n }), fc.integer({ min: 0, max: 999_999_999 }), fc.boolean())
     .map(([s, n, negative]) => `${negative ? "-" : ""}${s}.${String(n).padStart(9, "0")}s`);
   const color = fc.constantFrom("COLOR_UNSPECIFIED", "RED", "GREEN");
-  const json = fc.jsonValue({ maxDepth: 3 });
+  // Through JSON text once: JSON has no -0, so a Value holding -0 cannot round-trip.
+  const json = fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown);
   const everythingJson = fc.record(
     {
       s: fc.string(),

@@ -7,7 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { EndpointTransport, isNeverSent } from "./endpoint-transport.ts";
 import { EndpointSessions } from "./session.ts";
-import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "./test-backend.ts";
+import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { echoPost, fail, slow, whoAmI, stream, collect } = mirrorMethods;
 const limit = { timeout: 10_000 };

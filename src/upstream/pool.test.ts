@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { DiscoveredEndpoint } from "../discovery/types.ts";
 import { isNeverSent } from "./endpoint-transport.ts";
 import { UpstreamPool, type UpstreamOptions } from "./pool.ts";
-import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "./test-backend.ts";
+import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { echoPost, slow, whoAmI, stream, collect } = mirrorMethods;
 const limit = { timeout: 15_000 };

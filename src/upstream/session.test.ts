@@ -4,7 +4,7 @@ import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { EndpointTransport, isNeverSent } from "./endpoint-transport.ts";
 import { backoffDelayMs, defaultSessionOptions, EndpointSessions, type EndpointConnectivity } from "./session.ts";
-import { freePort, input, mirrorMethods, startMirrorBackend } from "./test-backend.ts";
+import { freePort, input, mirrorMethods, startMirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { echoPost, slow } = mirrorMethods;
 const limit = { timeout: 10_000 };
