@@ -94,10 +94,11 @@ export async function main(runtime: RuntimeAdapter): Promise<void> {
     await demo?.stop();
     return runtime.exit(1);
   }
+  // The banner comes first: the listening line is what scripts wait for.
+  if (demo !== undefined) console.log(demo.banner(publicListener.url, adminListener.url));
   logger.info(
     `listening on ${publicListener.url} (admin ${adminListener.url}), ${gateway.routes.length} routes, runtime ${runtime.name}`,
   );
-  if (demo !== undefined) console.log(demo.banner(publicListener.url, adminListener.url));
 
   let stopping = false;
   runtime.onShutdownSignal(async (signal) => {

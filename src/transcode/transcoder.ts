@@ -5,7 +5,7 @@
  * once by `createTranscoder`; `handle` only looks things up. The upstream is any Connect
  * `Transport`, so this module opens no sockets and starts no timers of its own.
  */
-import type { DescMethod, FileRegistry, Message } from "@bufbuild/protobuf";
+import { createRegistry, type DescMethod, type FileRegistry, type Message, type Registry } from "@bufbuild/protobuf";
 import { createContextValues, type Transport } from "@connectrpc/connect";
 import type { RouteSpec } from "../schema/routes.ts";
 import { Router, RouteConflictError } from "./router.ts";
@@ -21,6 +21,7 @@ import { incomingMetadataHeaders, outgoingMetadata, type ClientInfo } from "./me
 import { effectiveTimeoutMs } from "./timeout.ts";
 import { asConnectError, Code, ConnectError, httpStatusOfError, withHttpStatus } from "./status.ts";
 import { callInfoKey } from "../upstream/call-info.ts";
+import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.ts";
 
 export type { ClientInfo };
 
@@ -82,6 +83,9 @@ const jsonType = "application/json";
 
 export function createTranscoder(options: TranscoderOptions): Transcoder {
   const { registry, strict } = options;
+  // Backends attach google.rpc.* details whether or not the user's descriptor sets import
+  // error_details.proto; the user's own types take precedence.
+  const statusRegistry: Registry = createRegistry(file_google_rpc_error_details, registry);
   const router = new Router<CompiledRoute>();
   const problems: RouteCompileProblem[] = [];
   const jsonOptions = {
@@ -121,7 +125,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     const error = asConnectError(reason);
     const headers = new Headers({ "content-type": jsonType, "x-request-id": requestId });
     for (const [k, v] of incomingMetadataHeaders(error.metadata, undefined)) headers.append(k, v);
-    return new Response(renderStatus(error, registry), {
+    return new Response(renderStatus(error, statusRegistry), {
       status: httpStatusOfError(error),
       headers,
     });
@@ -278,7 +282,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
           const json = route.renderer.render(next.value as Message);
           controller.enqueue(encoder.encode(streamResultChunk(json, format)));
         } catch (e) {
-          const status = renderStatus(asConnectError(e), registry);
+          const status = renderStatus(asConnectError(e), statusRegistry);
           controller.enqueue(encoder.encode(streamErrorChunk(status, format)));
           controller.close();
         }
