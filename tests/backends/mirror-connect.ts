@@ -1,48 +1,38 @@
 /**
- * An in-process mirror.v1.Mirror backend (connect-node on node:http2) for the upstream tests
- * and the transport benchmark: echo, streams with an interval, failures with details, slow
- * calls, and hooks to send GOAWAY or cut every connection.
+ * The mirror.v1.Mirror backend on connect-node (node:http2), in process. `startMirrorConnect` is
+ * the reference behaviour the gateway tests use; `startMirrorBackend` is the same server with the
+ * hooks the upstream tests and the transport benchmark need (call counts, GOAWAY, cut
+ * connections, a slow WhoAmI) and the wire view they pin.
  */
-import { readFileSync } from "node:fs";
-import { createServer, type Http2Server, type ServerHttp2Session } from "node:http2";
-import { createServer as createTcpServer, type AddressInfo } from "node:net";
-import {
-  create,
-  createFileRegistry,
-  fromBinary,
-  type DescMessage,
-  type DescMethodStreaming,
-  type DescMethodUnary,
-  type DescService,
-  type FileRegistry,
-  type Message,
-} from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { createServer, type ServerHttp2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { DescService, Message } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.ts";
+import {
+  createMirrorBehaviour,
+  gracefulStopLimitMs,
+  mirrorService,
+  type MirrorBehaviour,
+  type MirrorBehaviourOptions,
+  type MirrorCall,
+  type RunningMirror,
+  type StartMirrorOptions,
+} from "./mirror-behaviour.ts";
 
-/** The mirror descriptors, loaded from gen/mirror.binpb (the generated TS uses enums, which Node cannot strip). */
-export const mirrorRegistry: FileRegistry = createFileRegistry(
-  fromBinary(FileDescriptorSetSchema, readFileSync(new URL("../../gen/mirror.binpb", import.meta.url))),
-);
+export { freePort } from "../support/ports.ts";
+export { input, mirrorMethods, mirrorRegistry, mirrorService } from "./mirror-behaviour.ts";
 
-export const mirrorService: DescService = mirrorRegistry.getService("mirror.v1.Mirror")!;
-
-const methods = Object.fromEntries(mirrorService.methods.map((m) => [m.name, m]));
-
-export const mirrorMethods = {
-  echoPost: methods.EchoPost as DescMethodUnary,
-  fail: methods.Fail as DescMethodUnary,
-  slow: methods.Slow as DescMethodUnary,
-  whoAmI: methods.WhoAmI as DescMethodUnary,
-  stream: methods.Stream as DescMethodStreaming,
-  collect: methods.Collect as DescMethodStreaming,
-};
-
-/** A message of the method's input type, from a JSON-like init object. */
-export function input(method: { input: DescMessage }, init: Record<string, unknown> = {}): Message {
-  return create(method.input, init as never) as Message;
+/** The reference mirror backend on connect-node, listening on 127.0.0.1:0. */
+export async function startMirrorConnect(options: StartMirrorOptions = {}): Promise<RunningMirror> {
+  const served = await serve(0, (address) => ({ id: options.id ?? address }));
+  return {
+    id: served.behaviour.id,
+    address: served.target,
+    port: served.port,
+    cancelledCalls: () => served.behaviour.ledger.total(),
+    stop: ({ graceful = true } = {}) => served.stop(graceful),
+  };
 }
 
 export interface MirrorBackend {
@@ -72,113 +62,31 @@ interface BackendOptions {
   readonly whoAmIDelayMs?: number;
 }
 
+/** The mirror backend with the upstream tests' hooks; WhoAmI shows every header on the wire. */
 export async function startMirrorBackend(options: BackendOptions = {}): Promise<MirrorBackend> {
-  const started = new Map<string, number>();
-  const aborted = new Map<string, number>();
-  const abortWaiters = new Map<string, Array<() => void>>();
-  let name = options.name ?? "";
-
-  /** Counts the call, and its abort if that comes before the handler is done (connect-node
-   * aborts every handler's signal once the call is over). Returns the "handler done" mark. */
-  const track = (method: string, ctx: HandlerContext): (() => void) => {
-    started.set(method, (started.get(method) ?? 0) + 1);
-    let done = false;
-    ctx.signal.addEventListener("abort", () => {
-      if (done) return;
-      aborted.set(method, (aborted.get(method) ?? 0) + 1);
-      for (const wake of abortWaiters.get(method) ?? []) wake();
-      abortWaiters.delete(method);
-    });
-    return () => (done = true);
+  const served = await serve(options.port ?? 0, (address) => ({
+    id: options.name ?? address,
+    whoAmIDelayMs: options.whoAmIDelayMs,
+    whoAmIShowsProtocolHeaders: true,
+  }));
+  const { ledger } = served.behaviour;
+  return {
+    address: "127.0.0.1",
+    port: served.port,
+    target: served.target,
+    started: ledger.started,
+    aborted: ledger.cancelled,
+    nextAbort: (method) => ledger.nextCancel(method),
+    goaway: served.goaway,
+    cutConnections: served.cutConnections,
+    stop: (graceful = false) => served.stop(graceful),
   };
-  const echoMetadata = (ctx: HandlerContext): void => {
-    ctx.responseHeader.set("x-backend", name);
-    const echo = ctx.requestHeader.get("x-echo");
-    if (echo !== null) {
-      ctx.responseHeader.set("x-echo", echo);
-      ctx.responseTrailer.set("x-echo-trailer", echo);
-    }
-  };
-  const sleep = (ms: number, signal: AbortSignal) =>
-    new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        reject(new ConnectError("aborted", Code.Canceled));
-      });
-    });
+}
 
-  const everything = mirrorRegistry.getMessage("mirror.v1.Everything")!;
-  const identity = mirrorRegistry.getMessage("mirror.v1.Identity")!;
-  type Req = Record<string, any>;
-  const impl = {
-    echoPost(req: Req, ctx: HandlerContext) {
-      const done = track("EchoPost", ctx);
-      echoMetadata(ctx);
-      done();
-      return req;
-    },
-    async slow(req: Req, ctx: HandlerContext) {
-      const done = track("Slow", ctx);
-      echoMetadata(ctx);
-      try {
-        await sleep(req.millis, ctx.signal);
-        return create(everything, { s: `slept ${req.millis}` });
-      } finally {
-        done();
-      }
-    },
-    fail(req: Req, ctx: HandlerContext) {
-      const done = track("Fail", ctx);
-      echoMetadata(ctx);
-      done();
-      throw new ConnectError(req.message, req.code, { "x-fail": "yes" }, [
-        {
-          desc: BadRequestSchema,
-          value: { fieldViolations: [{ field: "code", description: `asked for ${req.code}` }] },
-        },
-      ]);
-    },
-    async whoAmI(_req: Req, ctx: HandlerContext) {
-      const done = track("WhoAmI", ctx);
-      const metadata: Record<string, string> = {};
-      ctx.requestHeader.forEach((v, k) => (metadata[k] = v));
-      if (options.whoAmIDelayMs) await sleep(options.whoAmIDelayMs, ctx.signal);
-      done();
-      return create(identity, { backend: name, metadata });
-    },
-    async *stream(req: Req, ctx: HandlerContext) {
-      const done = track("Stream", ctx);
-      echoMetadata(ctx);
-      try {
-        for (let i = 0; i < req.count; i++) {
-          if (req.failAfter > 0 && i === req.failAfter) {
-            throw new ConnectError(`failing after ${i}`, req.failCode || Code.Internal);
-          }
-          if (i > 0 && req.intervalMs > 0) await sleep(req.intervalMs, ctx.signal);
-          yield create(everything, { i32: i, s: name });
-        }
-      } finally {
-        done();
-      }
-    },
-    async collect(reqs: AsyncIterable<Req>, ctx: HandlerContext) {
-      const done = track("Collect", ctx);
-      echoMetadata(ctx);
-      try {
-        const tags: string[] = [];
-        for await (const r of reqs) tags.push(r.s);
-        return create(everything, { tags, i32: tags.length });
-      } finally {
-        done();
-      }
-    },
-  };
-
+/** Listens on 127.0.0.1:`port`, then serves the behaviour made for the address it got. */
+async function serve(port: number, behaviourFor: (address: string) => MirrorBehaviourOptions) {
+  const server = createServer();
   const sessions = new Set<ServerHttp2Session>();
-  const server: Http2Server = createServer(
-    connectNodeAdapter({ routes: (router) => router.service(mirrorService, impl as never) }),
-  );
   server.on("session", (session) => {
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
@@ -186,47 +94,68 @@ export async function startMirrorBackend(options: BackendOptions = {}): Promise<
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(options.port ?? 0, "127.0.0.1", () => resolve());
+    server.listen(port, "127.0.0.1", () => resolve());
   });
-  const port = (server.address() as AddressInfo).port;
-  const target = `127.0.0.1:${port}`;
-  if (name === "") name = target;
+  const target = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const behaviour = createMirrorBehaviour(behaviourFor(target));
+  server.on("request", connectNodeAdapter({ routes: (router) => router.service(mirrorService, connectImpl(behaviour)) }));
 
+  const goaway = () => {
+    for (const s of sessions) s.close();
+  };
+  const cutConnections = () => {
+    for (const s of sessions) s.destroy();
+  };
   return {
-    address: "127.0.0.1",
-    port,
+    behaviour,
     target,
-    started,
-    aborted,
-    nextAbort(method) {
-      return new Promise((resolve) => {
-        const list = abortWaiters.get(method) ?? [];
-        list.push(resolve);
-        abortWaiters.set(method, list);
-      });
-    },
-    goaway() {
-      for (const s of sessions) s.close();
-    },
-    cutConnections() {
-      for (const s of sessions) s.destroy();
-    },
-    stop(graceful = false) {
+    port: (server.address() as AddressInfo).port,
+    goaway,
+    cutConnections,
+    async stop(graceful: boolean) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const s of sessions) {
-        if (graceful) s.close();
-        else s.destroy();
+      if (!graceful) {
+        cutConnections();
+        return closed;
       }
-      return closed;
+      goaway();
+      const limit = setTimeout(cutConnections, gracefulStopLimitMs);
+      try {
+        await closed;
+      } finally {
+        clearTimeout(limit);
+      }
     },
   };
 }
 
-/** A loopback port nothing listens on (connecting to it is refused). */
-export async function freePort(): Promise<number> {
-  const server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+/** A connect service implementation: each method hands its call to the behaviour. */
+function connectImpl(behaviour: MirrorBehaviour): Partial<ServiceImpl<DescService>> {
+  const impl: Record<string, unknown> = {};
+  for (const method of mirrorService.methods) {
+    const begin = (ctx: HandlerContext): MirrorCall => {
+      const call: MirrorCall = { signal: ctx.signal, headers: [...ctx.requestHeader] };
+      const { header, trailer } = behaviour.responseMetadata(method.name, call);
+      for (const [key, value] of Object.entries(header)) ctx.responseHeader.set(key, value);
+      for (const [key, value] of Object.entries(trailer)) ctx.responseTrailer.set(key, value);
+      return call;
+    };
+    const name = method.name;
+    switch (method.methodKind) {
+      case "unary":
+        impl[method.localName] = (req: Message, ctx: HandlerContext) => behaviour.unary(name, req, begin(ctx));
+        break;
+      case "server_streaming":
+        impl[method.localName] = (req: Message, ctx: HandlerContext) => behaviour.serverStream(name, req, begin(ctx));
+        break;
+      case "client_streaming":
+        impl[method.localName] = (reqs: AsyncIterable<Message>, ctx: HandlerContext) =>
+          behaviour.clientStream(name, reqs, begin(ctx));
+        break;
+      case "bidi_streaming":
+        break; // the mirror service has none; connect answers Unimplemented
+    }
+  }
+  // Built by method name from the descriptors, so TypeScript cannot check the keys.
+  return impl as Partial<ServiceImpl<DescService>>;
 }
