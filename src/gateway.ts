@@ -13,7 +13,8 @@ import { createPublicApp } from "./http/public-app.ts";
 import { loadDescriptorFiles } from "./schema/descriptors.ts";
 import { routeSpecsFor, type RouteSpec } from "./schema/routes.ts";
 import { createTranscoder, RouteCompileError, type TranscoderUpstream } from "./transcode/transcoder.ts";
-import { UpstreamPool } from "./upstream/pool.ts";
+import { UpstreamPool, type UpstreamOptions } from "./upstream/pool.ts";
+import { codeFromName } from "./upstream/retry.ts";
 
 export interface Logger {
   info(message: string): void;
@@ -55,7 +56,7 @@ export async function createGateway(
   const routes: Array<{ spec: RouteSpec; upstream: TranscoderUpstream }> = [];
   const routeProblems: Array<{ method: string; rule: string; reason: string }> = [];
   for (const upstream of config.upstreams) {
-    const pool = new UpstreamPool(poolOptions(upstream));
+    const pool = new UpstreamPool(poolOptions(upstream, config.limits.maxResponseBytes));
     pools.set(upstream.name, pool);
     const specs = routeSpecsFor(reg, upstream.services);
     routeProblems.push(...specs.problems);
@@ -127,11 +128,30 @@ export async function createGateway(
   };
 }
 
-function poolOptions(upstream: UpstreamConfig): ConstructorParameters<typeof UpstreamPool>[0] {
+/** The pool's options from the upstream's config keys (their defaults live in config/). */
+function poolOptions(upstream: UpstreamConfig, maxResponseBytes: number): UpstreamOptions {
+  const { retry, keepalive } = upstream;
   return {
     name: upstream.name,
     balancer: upstream.balancer,
     timeoutMs: upstream.timeoutMs,
+    maxMessageBytes: maxResponseBytes,
+    warm: upstream.warm,
+    session: {
+      idleTimeoutMs: upstream.idleTimeoutMs,
+      keepaliveIntervalMs: keepalive.intervalMs,
+      keepaliveTimeoutMs: keepalive.timeoutMs,
+    },
+    retry: {
+      attempts: retry.attempts,
+      on: new Set(retry.on.map(codeFromName)),
+      methods: retry.methods,
+      backoffBaseMs: retry.backoffBaseMs,
+      backoffMaxMs: retry.backoffMaxMs,
+    },
+    retryBudget: { percent: retry.budgetPercent },
+    outlier: upstream.outlier,
+    health: upstream.health,
   };
 }
 

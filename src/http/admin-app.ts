@@ -4,7 +4,8 @@
  * and are never exposed by the public Service.
  */
 import { Hono } from "hono";
-import { Registry as MetricsRegistry, Gauge, collectDefaultMetrics } from "prom-client";
+import { Registry as MetricsRegistry, Counter, Gauge, collectDefaultMetrics } from "prom-client";
+import type { EndpointSnapshot, EndpointState, UpstreamSnapshot } from "../upstream/pool.ts";
 
 export interface AdminState {
   /** Descriptors loaded and every upstream has received its first endpoint set. */
@@ -59,5 +60,98 @@ function createMetrics(state: AdminState): MetricsRegistry {
       }
     },
   });
+  registerUpstreamMetrics(registry, () => upstreamSnapshots(state));
   return registry;
+}
+
+/** The pools' snapshots among `endpoints()` (anything else there is left out of the metrics). */
+function upstreamSnapshots(state: AdminState): UpstreamSnapshot[] {
+  return Object.values(state.endpoints()).filter(
+    (u): u is UpstreamSnapshot => typeof u === "object" && u !== null && Array.isArray((u as UpstreamSnapshot).endpoints),
+  );
+}
+
+const endpointStates: readonly EndpointState[] = ["ready", "ejected", "unhealthy", "backoff", "standby", "draining"];
+
+/**
+ * grpc_edge_upstream_* from the pools' snapshots at scrape time, labelled by upstream and
+ * endpoint (host:port). An endpoint that is draining while its successor already takes calls
+ * appears twice in a snapshot: its figures add up.
+ */
+function registerUpstreamMetrics(registry: MetricsRegistry, snapshots: () => UpstreamSnapshot[]): void {
+  const labelNames = ["upstream", "endpoint"];
+  const perEndpoint = (
+    Metric: typeof Gauge | typeof Counter,
+    name: string,
+    help: string,
+    value: (e: EndpointSnapshot) => number,
+  ) =>
+    new Metric({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const u of snapshots()) {
+          for (const e of u.endpoints) this.inc({ upstream: u.name, endpoint: e.key }, value(e));
+        }
+      },
+    });
+  perEndpoint(Gauge, "grpc_edge_upstream_in_flight", "Calls started on the endpoint and not yet ended.", (e) => e.inFlight);
+  perEndpoint(Counter, "grpc_edge_upstream_calls_total", "Calls (attempts) sent to the endpoint.", (e) => e.calls);
+  perEndpoint(Counter, "grpc_edge_upstream_errors_total", "Calls that ended with a status other than OK or CANCELLED.", (e) => e.errors);
+  perEndpoint(Counter, "grpc_edge_upstream_never_sent_total", "Calls that never reached the endpoint (retried elsewhere).", (e) => e.neverSent);
+  perEndpoint(Counter, "grpc_edge_upstream_ejections_total", "Times outlier detection ejected the endpoint.", (e) => e.ejections);
+  perEndpoint(Gauge, "grpc_edge_upstream_sessions", "Open HTTP/2 sessions to the endpoint.", (e) => e.sessions.length);
+  new Gauge({
+    name: "grpc_edge_upstream_latency_ewma_seconds",
+    help: "Peak-EWMA response latency of the endpoint (decays while no response comes).",
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const u of snapshots()) {
+        for (const e of u.endpoints) {
+          if (e.state !== "draining") this.set({ upstream: u.name, endpoint: e.key }, e.latencyMs / 1000);
+        }
+      }
+    },
+  });
+  new Gauge({
+    name: "grpc_edge_upstream_endpoint_state",
+    help: "1 for the endpoint's current state (ready, ejected, unhealthy, backoff, standby, draining).",
+    labelNames: [...labelNames, "state"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const u of snapshots()) {
+        for (const e of u.endpoints) {
+          for (const s of endpointStates) this.inc({ upstream: u.name, endpoint: e.key, state: s }, e.state === s ? 1 : 0);
+        }
+      }
+    },
+  });
+  const perUpstream = (name: string, help: string, extra: string[], values: (u: UpstreamSnapshot) => Array<[Record<string, string>, number]>) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ["upstream", ...extra],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const u of snapshots()) for (const [labels, v] of values(u)) this.inc({ upstream: u.name, ...labels }, v);
+      },
+    });
+  perUpstream("grpc_edge_upstream_requests_total", "Calls made to the upstream (before retries).", [], (u) => [[{}, u.requests]]);
+  perUpstream("grpc_edge_upstream_retries_total", "Retries: transparent (never sent) or policy (retry.on answers).", ["kind"], (u) => [
+    [{ kind: "transparent" }, u.retries.transparent],
+    [{ kind: "policy" }, u.retries.policy],
+  ]);
+  perUpstream(
+    "grpc_edge_upstream_retry_budget_exhausted_total",
+    "Answers the retry policy would have retried, refused by the retry budget.",
+    [],
+    (u) => [[{}, u.retries.budgetExhausted]],
+  );
 }

@@ -16,7 +16,7 @@ export interface Endpoint {
   readonly inFlight: number;
   /** Peak-EWMA response latency in ms, decaying while no response comes; 0 before the first. */
   readonly latencyMs: number;
-  /** Can take a call now (not in connect backoff; next issue: not ejected, health-checked). */
+  /** Can take a call now: not in connect backoff, not ejected, not failing its health checks. */
   readonly healthy: boolean;
 }
 

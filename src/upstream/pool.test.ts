@@ -4,6 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { DiscoveredEndpoint } from "../discovery/types.ts";
 import { isNeverSent } from "./endpoint-transport.ts";
 import { UpstreamPool, type UpstreamOptions } from "./pool.ts";
+import { until } from "./testing/wait.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { echoPost, slow, whoAmI, stream, collect } = mirrorMethods;
@@ -19,6 +20,7 @@ function pool(options: Partial<UpstreamOptions> = {}): UpstreamPool {
     balancer: "round_robin",
     timeoutMs: 5000,
     session: { backoffInitialMs: 50, backoffJitter: 0 },
+    outlier: { baseEjectionMs: 200, maxEjectionMs: 1000 },
     ...options,
   });
 }
@@ -40,18 +42,6 @@ function tally(names: string[]): Record<string, number> {
 
 async function* messages<T>(...items: T[]): AsyncGenerator<T> {
   yield* items;
-}
-
-function until(condition: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = performance.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (condition()) resolve();
-      else if (performance.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(check, 5);
-    };
-    check();
-  });
 }
 
 async function stopAll(p: UpstreamPool, list: MirrorBackend[]): Promise<void> {
@@ -94,12 +84,16 @@ test("round_robin: 300 calls over 3 backends give each exactly 100, sequential o
   }
 });
 
+// Measured on an idle 2-core machine: least_request ~17%, peak_ewma ~5-9%; under a load of 8,
+// least_request reached 23%. In-flight counts are a weaker signal than latency, hence two bounds.
+const slowShareBound = { least_request: 0.28, peak_ewma: 0.2 } as const;
+
 for (const balancer of ["least_request", "peak_ewma"] as const) {
-  test(`${balancer}: a slow backend gets a small share of concurrent calls (round_robin would give it a third)`, limit, async () => {
+  test(`${balancer}: a backend 20 ms slower than its peers gets a small share (round_robin would give it a third)`, limit, async () => {
     const list = [
       await startMirrorBackend({ whoAmIDelayMs: 1 }),
       await startMirrorBackend({ whoAmIDelayMs: 1 }),
-      await startMirrorBackend({ whoAmIDelayMs: 40 }),
+      await startMirrorBackend({ whoAmIDelayMs: 21 }),
     ];
     const slowTarget = list[2].target;
     const p = pool({ balancer });
@@ -107,11 +101,11 @@ for (const balancer of ["least_request", "peak_ewma"] as const) {
       p.update(list.map((b) => endpoint(b)));
       const names: string[] = [];
       const worker = async () => {
-        for (let i = 0; i < 30; i++) names.push(await whoAnswers(p));
+        for (let i = 0; i < 60; i++) names.push(await whoAnswers(p));
       };
       await Promise.all(Array.from({ length: 10 }, worker));
       const share = (tally(names)[slowTarget] ?? 0) / names.length;
-      assert.ok(share < 0.2, `the slow backend got ${(share * 100).toFixed(0)}% of ${names.length} calls`);
+      assert.ok(share < slowShareBound[balancer], `the slow backend got ${(share * 100).toFixed(0)}% of ${names.length} calls`);
     } finally {
       await stopAll(p, list);
     }
@@ -226,7 +220,7 @@ test("GOAWAY and graceful backend shutdown under load: zero failed calls", limit
   }
 });
 
-test("draining: an endpoint removed mid-stream finishes the stream; new calls go elsewhere", limit, async () => {
+test("draining: an endpoint removed mid-stream finishes the stream; new calls go elsewhere; re-added, it starts afresh", limit, async () => {
   const [a, b] = await backends(2);
   const p = pool({ balancer: "pick_first" });
   try {
@@ -246,10 +240,16 @@ test("draining: an endpoint removed mid-stream finishes the stream; new calls go
     assert.equal(view.membership, "draining");
     assert.equal(view.inFlight, 1);
     for (let i = 0; i < 5; i++) assert.equal(await whoAnswers(p), b.target);
+    p.update([endpoint(a), endpoint(b)]);
+    const entries = p.snapshot().endpoints.filter((e) => e.key === a.target);
+    assert.deepEqual(entries.map((e) => e.state).sort(), ["draining", "ready"]);
+    const fresh = entries.find((e) => e.state === "ready")!;
+    assert.deepEqual([fresh.calls, fresh.sessions.length, fresh.connectivity], [0, 0, "idle"], "nothing stale reused");
     let rest = 0;
     for (let r = await iterator.next(); r.done !== true; r = await iterator.next()) rest++;
     assert.equal(rest, 4, "the stream on the removed endpoint completed");
-    await until(() => p.snapshot().endpoints.every((e) => e.key !== a.target), "the drained endpoint to go");
+    await until(() => p.snapshot().endpoints.filter((e) => e.key === a.target).length === 1, "the drained entry to go");
+    assert.equal(p.snapshot().endpoints.find((e) => e.key === a.target)!.state, "ready");
   } finally {
     await stopAll(p, [a, b]);
   }

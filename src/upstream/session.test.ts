@@ -6,20 +6,12 @@ import { EndpointTransport, isNeverSent } from "./endpoint-transport.ts";
 import { backoffDelayMs, defaultSessionOptions, EndpointSessions, type EndpointConnectivity } from "./session.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
-const { echoPost, slow } = mirrorMethods;
-const limit = { timeout: 10_000 };
+import { startFreezableProxy } from "./testing/freezable-proxy.ts";
+import { startRawBackend } from "./testing/raw-backend.ts";
+import { delay, until } from "./testing/wait.ts";
 
-function until(condition: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = performance.now() + ms;
-  return new Promise((resolve, reject) => {
-    const check = () => {
-      if (condition()) resolve();
-      else if (performance.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(check, 5);
-    };
-    check();
-  });
-}
+const { echoPost, slow, whoAmI } = mirrorMethods;
+const limit = { timeout: 10_000 };
 
 test("backoffDelayMs grows by the multiplier up to the cap, within the jitter", () => {
   const options = { ...defaultSessionOptions, backoffInitialMs: 100, backoffMaxMs: 1000, backoffMultiplier: 2, backoffJitter: 0.2 };
@@ -44,7 +36,7 @@ test("sessions connect lazily on the first call and are reused", limit, async ()
     assert.equal(sessions.state, "open");
     assert.deepEqual(states, ["connecting", "open"]);
     await until(() => sessions.snapshot().sessions[0]?.activeStreams === 0, "the streams to close");
-    assert.deepEqual(sessions.snapshot().sessions, [{ state: "open", activeStreams: 0 }]);
+    assert.deepEqual(sessions.snapshot().sessions, [{ state: "open", activeStreams: 0, maxConcurrentStreams: 2 ** 32 - 1 }]);
   } finally {
     await sessions.close(false);
     await backend.stop();
@@ -144,6 +136,107 @@ test("close(graceful) waits for in-flight calls; close(false) cuts them", limit,
     await abrupt.close(false);
     await failed;
   } finally {
+    await backend.stop();
+  }
+});
+
+test("a second session opens when the first is at the peer's MAX_CONCURRENT_STREAMS", limit, async () => {
+  const backend = await startRawBackend({ settings: { maxConcurrentStreams: 2 }, delayMs: 150 });
+  const sessions = new EndpointSessions(backend);
+  try {
+    const t = new EndpointTransport({ sessions });
+    await t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never);
+    assert.equal(sessions.snapshot().sessions[0].maxConcurrentStreams, 2);
+    await until(() => sessions.snapshot().sessions[0].activeStreams === 0, "the first stream to close");
+    const calls = Array.from({ length: 6 }, () => t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never));
+    const during = sessions.snapshot().sessions;
+    await Promise.all(calls);
+    assert.deepEqual(during.map((s) => s.activeStreams), [2, 2, 2], "six calls over three sessions, two each");
+    assert.equal(backend.connections, 3);
+    assert.equal(backend.maxConcurrentPerConnection, 2);
+    assert.equal(sessions.state, "open");
+  } finally {
+    await sessions.close(false);
+    await backend.stop();
+  }
+});
+
+test("at maxSessions the least busy session takes the call (node:http2 queues it), none fails", limit, async () => {
+  const backend = await startRawBackend({ settings: { maxConcurrentStreams: 1 }, delayMs: 50 });
+  const sessions = new EndpointSessions(backend, { maxSessions: 2 });
+  try {
+    const t = new EndpointTransport({ sessions });
+    await t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never);
+    await until(() => sessions.snapshot().sessions[0].activeStreams === 0, "the first stream to close");
+    await Promise.all(Array.from({ length: 6 }, () => t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never)));
+    assert.equal(backend.connections, 2);
+    assert.equal(backend.maxConcurrentPerConnection, 1);
+  } finally {
+    await sessions.close(false);
+    await backend.stop();
+  }
+});
+
+test("a session with no streams for idleTimeout closes; the next call opens a fresh one", limit, async () => {
+  const backend = await startRawBackend();
+  const states: EndpointConnectivity[] = [];
+  const sessions = new EndpointSessions(backend, { idleTimeoutMs: 250 }, (s) => states.push(s));
+  try {
+    const t = new EndpointTransport({ sessions });
+    for (let i = 0; i < 6; i++) {
+      await t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never);
+      await delay(50);
+    }
+    assert.equal(backend.connections, 1, "calls 50 ms apart keep a 250 ms idle timeout from firing");
+    await until(() => sessions.state === "idle", "the idle close");
+    await until(() => sessions.snapshot().sessions.length === 0, "the idle session to be gone");
+    assert.deepEqual(states, ["connecting", "open", "idle"]);
+    await t.unary(echoPost, undefined, 5000, undefined, input(echoPost) as never);
+    assert.equal(backend.connections, 2);
+  } finally {
+    await sessions.close(false);
+    await backend.stop();
+  }
+});
+
+test("a busy session is not closed for idleness and sends keepalive PINGs; an idle one sends none", limit, async () => {
+  const backend = await startRawBackend({ delayMs: 400 });
+  const sessions = new EndpointSessions(backend, { idleTimeoutMs: 150, keepaliveIntervalMs: 50 });
+  try {
+    const t = new EndpointTransport({ sessions });
+    await t.unary(whoAmI, undefined, 5000, undefined, input(whoAmI) as never);
+    assert.ok(backend.pings >= 3, `${backend.pings} PINGs during a 400 ms call`);
+    assert.equal(backend.connections, 1, "the session stayed open through the call");
+    await until(() => sessions.snapshot().sessions[0]?.activeStreams === 0, "the stream to close");
+    await delay(10);
+    const pingsWhenIdle = backend.pings;
+    await delay(120);
+    assert.equal(backend.pings, pingsWhenIdle, "no PING without streams");
+  } finally {
+    await sessions.close(false);
+    await backend.stop();
+  }
+});
+
+test("an unanswered keepalive PING closes the connection: the call fails Unavailable long before its deadline", limit, async () => {
+  const backend = await startRawBackend({ delayMs: 10_000 });
+  const proxy = await startFreezableProxy(backend.port);
+  const sessions = new EndpointSessions({ address: "127.0.0.1", port: proxy.port }, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 100 });
+  try {
+    const t = new EndpointTransport({ sessions });
+    const call = t.unary(echoPost, undefined, 8000, undefined, input(echoPost) as never);
+    await until(() => backend.calls === 1, "the call to arrive");
+    proxy.freeze();
+    const started = performance.now();
+    const error = await call.catch((e) => e);
+    assert.ok(error instanceof ConnectError, String(error));
+    assert.equal(error.code, Code.Unavailable);
+    assert.ok(performance.now() - started < 3000);
+    assert.match(error.message, /connection lost: keepalive PING unanswered after 100ms/);
+    await until(() => sessions.state === "idle", "the dead session to be dropped");
+  } finally {
+    await sessions.close(false);
+    await proxy.stop();
     await backend.stop();
   }
 });

@@ -71,3 +71,19 @@ test("peak_ewma cost is latency × (in flight + 1), with a default latency befor
   busyFast.inFlight = 20;
   assert.equal(policy.pick({})?.key, "slow");
 });
+
+test("with most endpoints out, picks come only from the usable ones, the cheaper of two", () => {
+  const list = endpoints(...Array.from({ length: 100 }, (_, i): [string, number] => [`e${i}`, i]));
+  for (const e of list) e.healthy = false;
+  list[10].healthy = true;
+  list[70].healthy = true;
+  list[90].healthy = true;
+  let state = 7;
+  const random = () => ((state = (state * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+  const policy = new PowerOfTwoChoices<FakeEndpoint>(leastRequestCost, random);
+  policy.update(list);
+  const seen = new Set<string>();
+  for (let i = 0; i < 200; i++) seen.add(policy.pick({})!.key);
+  assert.deepEqual([...seen].sort(), ["e10", "e70"], "e90 is never the cheaper of a pair");
+  assert.equal(policy.pick({ exclude: new Set([list[10], list[70]]) })?.key, "e90");
+});

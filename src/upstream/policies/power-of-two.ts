@@ -10,6 +10,12 @@
  */
 import type { BalancerPolicy, Endpoint, PickContext } from "../balancer.ts";
 
+/**
+ * Single draws that may complete a pair before the O(n) scan: with half the endpoints out,
+ * 1 pick in ~4,000 scans; with 10% out, practically none.
+ */
+const extraDraws = 12;
+
 /** Latency assumed for an endpoint without a measurement yet. */
 export const defaultLatencyMs = 30;
 
@@ -39,16 +45,50 @@ export class PowerOfTwoChoices<E extends Endpoint> implements BalancerPolicy<E> 
   pick(ctx: PickContext): E | undefined {
     const endpoints = this.#endpoints;
     const exclude = ctx.exclude;
-    const usable = (e: E) => e.healthy && (exclude === undefined || !exclude.has(e));
-    // Usually every endpoint is usable: two random draws decide in O(1).
-    if (endpoints.length >= 2) {
+    const n = endpoints.length;
+    // Usually (nearly) every endpoint is usable: a random pair decides in O(1). When one of
+    // the pair is out, more random draws complete it; only when most endpoints are out does
+    // the pick scan them all.
+    if (n >= 2) {
       const [a, b] = this.#two(endpoints);
-      if (usable(a) && usable(b)) return this.#cheaper(a, b);
+      const aUsable = usable(a, exclude);
+      if (aUsable && usable(b, exclude)) return this.#cheaper(a, b);
+      let first = aUsable ? a : usable(b, exclude) ? b : undefined;
+      for (let draw = 0; draw < extraDraws; draw++) {
+        const e = endpoints[Math.floor(this.#random() * n)];
+        if (e === first || !usable(e, exclude)) continue;
+        if (first === undefined) first = e;
+        else return this.#cheaper(first, e);
+      }
     }
-    const candidates = endpoints.filter(usable);
-    if (candidates.length <= 1) return candidates[0];
-    const [a, b] = this.#two(candidates);
-    return this.#cheaper(a, b);
+    return this.#scan(exclude);
+  }
+
+  /** Two random usable endpoints by rank, in two passes and no allocation. */
+  #scan(exclude: ReadonlySet<Endpoint> | undefined): E | undefined {
+    const endpoints = this.#endpoints;
+    let count = 0;
+    let only: E | undefined;
+    for (const e of endpoints) {
+      if (usable(e, exclude)) {
+        count++;
+        only = e;
+      }
+    }
+    if (count <= 1) return only;
+    const i = Math.floor(this.#random() * count);
+    let j = Math.floor(this.#random() * (count - 1));
+    if (j >= i) j++;
+    let a: E | undefined;
+    let b: E | undefined;
+    let rank = 0;
+    for (const e of endpoints) {
+      if (!usable(e, exclude)) continue;
+      if (rank === i) a = e;
+      if (rank === j) b = e;
+      rank++;
+    }
+    return this.#cheaper(a!, b!);
   }
 
   /** Two distinct endpoints, uniformly at random. */
@@ -63,4 +103,8 @@ export class PowerOfTwoChoices<E extends Endpoint> implements BalancerPolicy<E> 
   #cheaper(a: E, b: E): E {
     return this.#cost(b) < this.#cost(a) ? b : a;
   }
+}
+
+function usable(e: Endpoint, exclude: ReadonlySet<Endpoint> | undefined): boolean {
+  return e.healthy && (exclude === undefined || !exclude.has(e));
 }
