@@ -277,7 +277,7 @@ describe("startDemoBackends", () => {
 
   before(async () => {
     store = seededLibraryStore();
-    backends = await startDemoBackends(2, store);
+    backends = await startDemoBackends(2, { store });
     [a, b] = backends.addresses.map(clientFor);
   });
   after(() => backends.stop());
@@ -390,7 +390,7 @@ describe("startDemoBackends", () => {
 
 test("stop() closes every backend even with a watch stream open", async () => {
   const store = seededLibraryStore();
-  const backends = await startDemoBackends(3, store);
+  const backends = await startDemoBackends(3, { store });
   const client = clientFor(backends.addresses[2]);
   const received: Json[] = [];
   const reading = rejection((async () => {

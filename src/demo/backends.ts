@@ -309,43 +309,66 @@ function randomBookId(): string {
 // ---------------------------------------------------------------------------------------------
 
 export interface DemoBackends {
-  /** `127.0.0.1:PORT`, one per backend. */
+  /** `HOST:PORT`, one per backend. */
   readonly addresses: readonly string[];
-  /** Closes every server, cutting open connections (watch streams included). */
-  stop(): Promise<void>;
+  /**
+   * Closes every server. Graceful: GOAWAY, in-flight calls and watch streams run to their end;
+   * otherwise (the default, for the embedded demo's exit) open connections are cut.
+   */
+  stop(options?: { readonly graceful?: boolean }): Promise<void>;
+}
+
+export interface DemoBackendOptions {
+  /** Interface to bind (default 127.0.0.1; a pod serving its Service binds 0.0.0.0). */
+  readonly host?: string;
+  /** Port of the first backend (default: any free port); the others take free ports. */
+  readonly port?: number;
+  readonly store?: LibraryStore;
+  /** What `served_by` reports (default: the backend's address); a pod reports its own name. */
+  readonly name?: string;
 }
 
 const watchLimits = { default: 10, max: 1000 } as const;
 
-/** Starts `count` Library backends on random loopback ports, all serving `store`. */
-export async function startDemoBackends(count: number, store = seededLibraryStore()): Promise<DemoBackends> {
+/** Starts `count` Library backends, all serving one store. */
+export async function startDemoBackends(count: number, options: DemoBackendOptions = {}): Promise<DemoBackends> {
   const registry = createFileRegistry(
     fromBinary(FileDescriptorSetSchema, readFileSync(join(packageRoot(), "gen", "demo.binpb"))),
   );
+  const store = options.store ?? seededLibraryStore();
+  const host = options.host ?? "127.0.0.1";
   const servers: ServerHandle[] = [];
   try {
-    for (let i = 0; i < count; i++) servers.push(await startBackend(registry, store));
+    for (let i = 0; i < count; i++) {
+      servers.push(await startBackend(registry, store, host, i === 0 ? (options.port ?? 0) : 0, options.name));
+    }
   } catch (e) {
-    await Promise.all(servers.map((s) => s.stop()));
+    await Promise.all(servers.map((s) => s.stop(false)));
     throw e;
   }
   return {
     addresses: servers.map((s) => s.address),
-    stop: async () => {
-      await Promise.all(servers.map((s) => s.stop()));
+    stop: async (stopOptions) => {
+      await Promise.all(servers.map((s) => s.stop(stopOptions?.graceful ?? false)));
     },
   };
 }
 
 interface ServerHandle {
   readonly address: string;
-  stop(): Promise<void>;
+  stop(graceful: boolean): Promise<void>;
 }
 
-async function startBackend(registry: FileRegistry, store: LibraryStore): Promise<ServerHandle> {
+async function startBackend(
+  registry: FileRegistry,
+  store: LibraryStore,
+  host: string,
+  port: number,
+  name: string | undefined,
+): Promise<ServerHandle> {
   const sessions = new Set<ServerHttp2Session>();
   let address = "";
-  const impl = libraryImplementation(registry, store, () => address);
+  const impl = libraryImplementation(registry, store, () => name ?? address);
   const server: Http2Server = createServer(
     connectNodeAdapter({
       routes: (router) => router.service(registry.getService("demo.library.v1.Library")!, impl as never),
@@ -358,17 +381,21 @@ async function startBackend(registry: FileRegistry, store: LibraryStore): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.listen(port, host, () => {
       server.off("error", reject);
       resolve();
     });
   });
-  address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const bound = server.address() as AddressInfo;
+  address = bound.family === "IPv6" ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
   return {
     address,
-    stop: () => {
+    stop: (graceful) => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) session.destroy();
+      for (const session of sessions) {
+        if (graceful) session.close();
+        else session.destroy();
+      }
       return closed;
     },
   };
