@@ -76,6 +76,7 @@ export async function createGateway(
     emitUnpopulated: config.json.emitUnpopulated,
     useProtoNames: config.json.useProtoNames,
     strict: config.json.strict,
+    maxRequestBytes: config.limits.maxRequestBytes,
   });
 
   const stop = new AbortController();
@@ -87,7 +88,6 @@ export async function createGateway(
   return {
     publicApp: createPublicApp({
       transcoder,
-      maxRequestBytes: config.limits.maxRequestBytes,
       cors: config.cors,
       remoteAddress: runtime.remoteAddress,
     }),

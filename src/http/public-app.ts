@@ -1,16 +1,14 @@
 /**
- * The public HTTP front: limits, CORS, and one catch-all that hands the Web Request to the transcoder. Runtime-free: the entry point
+ * The public HTTP front: CORS, and one catch-all that hands the Web Request to the transcoder
+ * (which also enforces the body limit, per message for streams). Runtime-free: the entry point
  * supplies how to read the client's address.
  */
 import { Hono, type Context } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import type { ClientInfo, Transcoder } from "../transcode/transcoder.ts";
-import { Code, ConnectError, withHttpStatus } from "../transcode/status.ts";
 
 export interface PublicAppOptions {
   readonly transcoder: Transcoder;
-  readonly maxRequestBytes: number;
   readonly cors:
     | {
         readonly allowOrigins: readonly string[];
@@ -43,22 +41,6 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       }),
     );
   }
-
-  app.use(
-    bodyLimit({
-      maxSize: options.maxRequestBytes,
-      onError: () =>
-        transcoder.errorResponse(
-          withHttpStatus(
-            new ConnectError(
-              `request body exceeds ${options.maxRequestBytes} bytes`,
-              Code.ResourceExhausted,
-            ),
-            413,
-          ),
-        ),
-    }),
-  );
 
   app.all("*", (c) => {
     const client: ClientInfo = {

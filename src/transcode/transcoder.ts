@@ -39,6 +39,8 @@ export interface TranscoderOptions {
   readonly useProtoNames: boolean;
   /** Reject unknown fields in JSON bodies (default: ignore them, as grpc-gateway v2). */
   readonly strict: boolean;
+  /** Largest request body; for a client stream, largest NDJSON line (each is one message). */
+  readonly maxRequestBytes: number;
 }
 
 export interface Transcoder {
@@ -82,7 +84,7 @@ const idempotentMethods = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
 const jsonType = "application/json";
 
 export function createTranscoder(options: TranscoderOptions): Transcoder {
-  const { registry, strict } = options;
+  const { registry, strict, maxRequestBytes } = options;
   // Backends attach google.rpc.* details whether or not the user's descriptor sets import
   // error_details.proto; the user's own types take precedence.
   const statusRegistry: Registry = createRegistry(file_google_rpc_error_details, registry);
@@ -181,7 +183,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
 
   async function requestMessage(call: Call): Promise<Message> {
     const { route, request } = call;
-    const bodyText = route.spec.body === undefined ? undefined : await request.text();
+    const bodyText = route.spec.body === undefined ? undefined : await readBody(request, maxRequestBytes);
     return route.mapper.map(
       {
         httpMethod: request.method,
@@ -218,14 +220,10 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     // of an input stream that threw.
     let inputError: unknown;
     const input: AsyncIterable<Message> = clientStreams
-      ? ndjsonMessages(request, (line) => {
-          try {
-            return route.mapper.mapStreamItem(line, call.variables, strict);
-          } catch (e) {
-            inputError = e;
-            throw e;
-          }
-        })
+      ? recordingFailure(
+          ndjsonMessages(request, maxRequestBytes, (line) => route.mapper.mapStreamItem(line, call.variables, strict)),
+          (e) => (inputError = e),
+        )
       : single(await requestMessage(call));
     try {
       return await streamingCall(call, input);
@@ -326,26 +324,87 @@ async function drain(iterator: AsyncIterator<unknown>): Promise<void> {
   for (let i = 0; i < 1_000_000; i++) if ((await iterator.next()).done) return;
 }
 
-/** The request body as NDJSON, one message per non-empty line, read as it arrives. */
-async function* ndjsonMessages(
-  request: Request,
-  mapLine: (line: string) => Message,
-): AsyncIterable<Message> {
-  if (request.body === null) return;
+function bodyTooLarge(what: string, maxBytes: number): ConnectError {
+  return withHttpStatus(new ConnectError(`${what} exceeds ${maxBytes} bytes`, Code.ResourceExhausted), 413);
+}
+
+/**
+ * The whole body as text, refused with 413 as soon as it outgrows `maxBytes` (by its
+ * Content-Length, or while it arrives when it has none), so an oversized body is never buffered.
+ */
+async function readBody(request: Request, maxBytes: number): Promise<string> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > maxBytes) throw bodyTooLarge("request body", maxBytes);
+  if (request.body === null) return "";
   const reader = request.body.getReader();
-  const decoder = new TextDecoder();
-  let buffered = "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    buffered += decoder.decode(value, { stream: true });
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, newline).trim();
-      buffered = buffered.slice(newline + 1);
-      if (line !== "") yield mapLine(line);
+    size += value.byteLength;
+    if (size > maxBytes) {
+      void reader.cancel();
+      throw bodyTooLarge("request body", maxBytes);
     }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return utf8.decode(chunks[0]);
+  const whole = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    whole.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return utf8.decode(whole);
+}
+const utf8 = new TextDecoder();
+
+/** Passes `source` through, telling `onError` what it threw before rethrowing it. */
+async function* recordingFailure<T>(source: AsyncIterable<T>, onError: (e: unknown) => void): AsyncIterable<T> {
+  try {
+    yield* source;
+  } catch (e) {
+    onError(e);
+    throw e;
+  }
+}
+
+/**
+ * The request body as NDJSON, one message per non-empty line, read as it arrives: a client
+ * stream may be long-lived, so the limit is per line (per message), not per body.
+ */
+async function* ndjsonMessages(
+  request: Request,
+  maxLineBytes: number,
+  mapLine: (line: string) => Message,
+): AsyncIterable<Message> {
+  if (request.body === null) return;
+  // A UTF-16 unit is at least one byte of UTF-8: more units than bytes allowed is too long.
+  const checkLine = (units: number) => {
+    if (units > maxLineBytes) throw bodyTooLarge("an NDJSON line of the request body", maxLineBytes);
+  };
+  const reader = request.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        checkLine(line.length);
+        if (line !== "") yield mapLine(line);
+      }
+      checkLine(buffered.length);
+    }
+  } finally {
+    reader.releaseLock();
   }
   const last = (buffered + decoder.decode()).trim();
+  checkLine(last.length);
   if (last !== "") yield mapLine(last);
 }
