@@ -7,7 +7,7 @@ import type { FileRegistry } from "@bufbuild/protobuf";
 import type { Context, Hono } from "hono";
 import type { GatewayConfig, UpstreamConfig } from "./config/index.ts";
 import { ConfigError } from "./config/index.ts";
-import { discoveryFor } from "./discovery/index.ts";
+import { discoveryFor, type Discovery } from "./discovery/index.ts";
 import { createAdminApp } from "./http/admin-app.ts";
 import { createPublicApp } from "./http/public-app.ts";
 import { loadDescriptorFiles } from "./schema/descriptors.ts";
@@ -53,10 +53,14 @@ export async function createGateway(
   checkServicesExist(config, reg);
 
   const pools = new Map<string, UpstreamPool>();
+  const discoveries = new Map<string, Discovery>();
   const routes: Array<{ spec: RouteSpec; upstream: TranscoderUpstream }> = [];
   const routeProblems: Array<{ method: string; rule: string; reason: string }> = [];
   for (const upstream of config.upstreams) {
-    const pool = new UpstreamPool(poolOptions(upstream, config.limits.maxResponseBytes));
+    const pool = new UpstreamPool({
+      ...poolOptions(upstream, config.limits.maxResponseBytes),
+      onStarved: () => discoveries.get(upstream.name)?.refresh?.(),
+    });
     pools.set(upstream.name, pool);
     const specs = routeSpecsFor(reg, upstream.services);
     routeProblems.push(...specs.problems);
@@ -102,7 +106,8 @@ export async function createGateway(
       for (const upstream of config.upstreams) {
         const pool = pools.get(upstream.name)!;
         discoveryFor(upstream.discovery).then(
-          (discovery) =>
+          (discovery) => {
+            discoveries.set(upstream.name, discovery);
             discovery.start(
               {
                 onEndpoints: (endpoints) => pool.update(endpoints),
@@ -110,7 +115,8 @@ export async function createGateway(
                   runtime.logger.warn(`upstream ${upstream.name}: discovery: ${error.message}`),
               },
               stop.signal,
-            ),
+            );
+          },
           (error: Error) =>
             runtime.logger.warn(`upstream ${upstream.name}: discovery failed to start: ${error.message}`),
         );

@@ -78,7 +78,7 @@ describe("parseConfig: valid files", () => {
     assert.equal(c.cors?.maxAgeSeconds, 60);
     assert.deepEqual(c.cors?.allowHeaders, []);
     const [a, b] = c.upstreams;
-    assert.deepEqual(a.discovery, { kind: "dns", host: "a.default.svc", port: 50051, refreshMs: 2000, srv: undefined });
+    assert.deepEqual(a.discovery, { kind: "dns", host: "a.default.svc", port: 50051, refreshMs: 2000, srv: undefined, servers: undefined });
     assert.equal(a.timeoutMs, 90_000);
     assert.equal(a.retry.budgetPercent, 10);
     assert.equal(a.health?.intervalMs, 2000);
@@ -88,6 +88,16 @@ describe("parseConfig: valid files", () => {
       kind: "kubernetes", namespace: "default", service: "b", port: "grpc",
       kubeconfig: "/etc/grpc-edge/kube.yaml", api: "endpointslices", zone: "z1",
     } as never);
+  });
+
+  test("dns may name its own name servers", () => {
+    const c = parseConfig(
+      minimal.replace(`{ static: ["127.0.0.1:50051"] }`, `{ dns: { host: m.svc, port: 5, servers: ["10.96.0.10", "127.0.0.1:5353", "[::1]:53"] } }`),
+      { baseDir: base },
+    );
+    const d = c.upstreams[0].discovery;
+    assert.ok(d.kind === "dns");
+    assert.deepEqual(d.servers, ["10.96.0.10", "127.0.0.1:5353", "[::1]:53"]);
   });
 
   test("dns with srv needs no port", () => {
@@ -101,6 +111,7 @@ describe("parseConfig: invalid files name the key", () => {
   const cases: Array<[string, string, string, RegExp?]> = [
     ["unknown top-level key", minimal + "listn: x\n", "listn", /unknown key/],
     ["unknown nested key", up("retry: { attemps: 2 }"), "upstreams[0].retry.attemps"],
+    ["an unknown key is named before the other issues it explains", `listen_typo: 1\ndescriptors: [x]\nupstreams: []\n`, "listen_typo", /unknown key/],
     ["missing descriptors", minimal.replace(`descriptors: ["set.binpb"]`, ""), "descriptors", /required/],
     ["empty upstreams", `descriptors: [a]\nupstreams: []\n`, "upstreams", /at least one/],
     ["two discovery kinds", minimal.replace(`{ static: ["127.0.0.1:50051"] }`, `{ static: ["a:1"], dns: { host: h, port: 1 } }`), "upstreams[0].discovery", /static and dns/],
@@ -113,6 +124,7 @@ describe("parseConfig: invalid files name the key", () => {
     ["duplicate upstream", minimal + `  - name: mirror\n    services: [x.v1.X]\n    discovery: { static: ["a:1"] }\n`, "upstreams[1].name", /duplicate/],
     ["service in two upstreams", minimal + `  - name: other\n    services: [mirror.v1.Mirror]\n    discovery: { static: ["a:1"] }\n`, "upstreams[1].services[0]", /already served/],
     ["bad service name", minimal.replace(`"mirror.v1.Mirror"`, `"Mirror"`), "upstreams[0].services[0]", /fully-qualified/],
+    ["a name server that is not an IP", minimal.replace(`{ static: ["127.0.0.1:50051"] }`, `{ dns: { host: h, port: 1, servers: ["dns.example"] } }`), "upstreams[0].discovery.dns.servers[0]", /IP address/],
     ["unknown retry code", up("retry: { on: [unavailable, flaky] }"), "upstreams[0].retry.on[1]", /"flaky"/],
     ["wrong type", minimal + "json: { strict: yes please }\n", "json.strict"],
     ["YAML syntax error", "listen: [unclosed\n", "(file)", /invalid YAML at line/],

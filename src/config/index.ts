@@ -4,10 +4,11 @@
  * from one zod schema; every error names the key path it is about.
  */
 import { readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import { z } from "zod";
-import { parseByteSize, parseDuration, parseHostPort, type HostPort } from "./units.ts";
+import { parseByteSize, parseDuration, parseHostPort, parseNameServer, type HostPort } from "./units.ts";
 
 export { parseByteSize, parseDuration, parseHostPort, type HostPort };
 
@@ -21,6 +22,8 @@ export type DiscoveryConfig =
       readonly port: number;
       readonly refreshMs: number;
       readonly srv: string | undefined;
+      /** Name servers to ask instead of the system's (`10.96.0.10`, `127.0.0.1:5353`, `[::1]:53`). */
+      readonly servers: readonly string[] | undefined;
     }
   | {
       readonly kind: "kubernetes";
@@ -101,6 +104,8 @@ export interface GatewayConfig {
   readonly limits: { readonly maxRequestBytes: number; readonly maxResponseBytes: number };
   readonly cors: CorsConfig | undefined;
   readonly shutdown: { readonly drainTimeoutMs: number };
+  /** Gateway processes sharing the listeners (Node: node:cluster); "auto" in the file = the CPU count. */
+  readonly workers: number;
 }
 
 /** Every default, in one place (file keys as users write them). */
@@ -110,6 +115,7 @@ export const defaults = {
   json: { emitUnpopulated: true, useProtoNames: false, strict: false },
   limits: { maxRequestBytes: "4MiB", maxResponseBytes: "4MiB" },
   shutdown: { drainTimeout: "30s" },
+  workers: "auto" as number | "auto",
   cors: { allowHeaders: [] as string[], exposeHeaders: [] as string[], maxAge: "10m" },
   upstream: {
     balancer: "round_robin" as BalancerName,
@@ -169,6 +175,7 @@ const dnsDiscovery = z.strictObject({
   port: count(1).max(65535).optional(),
   refresh: positiveDuration.prefault(defaults.dns.refresh),
   srv: z.string().min(1).optional(),
+  servers: z.array(converted(parseNameServer)).min(1).optional(),
 });
 
 const kubernetesDiscovery = z.strictObject({
@@ -271,6 +278,10 @@ const fileSchema = z.strictObject({
   shutdown: z
     .strictObject({ drainTimeout: duration.prefault(defaults.shutdown.drainTimeout) })
     .prefault({}),
+  workers: z
+    .union([count(1).max(256), z.literal("auto")])
+    .default(defaults.workers)
+    .transform((n) => (n === "auto" ? availableParallelism() : n)),
 });
 
 type FileConfig = z.output<typeof fileSchema>;
@@ -286,7 +297,10 @@ export function parseConfig(text: string, options: { baseDir: string; fileName?:
   const raw: unknown = doc.toJS();
   const parsed = fileSchema.safeParse(raw ?? {});
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
+    // An unknown key is usually a typo that also explains the other issues (a misspelt required
+    // key is "missing" too), so it is the one reported.
+    const issues = parsed.error.issues;
+    const issue = issues.find((i) => i.code === "unrecognized_keys") ?? issues[0];
     const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]] : issue.path;
     throw new ConfigError(keyPath(path), describeIssue(issue, raw));
   }
@@ -373,6 +387,7 @@ function toGatewayConfig(file: FileConfig, baseDir: string): GatewayConfig {
             maxAgeSeconds: Math.round(file.cors.maxAge / 1000),
           },
     shutdown: { drainTimeoutMs: file.shutdown.drainTimeout },
+    workers: file.workers,
   };
 }
 
@@ -398,6 +413,7 @@ function toDiscovery(
       port: d.dns.port ?? 0,
       refreshMs: d.dns.refresh,
       srv: d.dns.srv,
+      servers: d.dns.servers,
     };
   }
   const k = d.kubernetes!;

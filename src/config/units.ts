@@ -1,4 +1,5 @@
 /** The config file's value syntaxes: durations, byte sizes, host:port. Pure. */
+import { isIP } from "node:net";
 
 export interface HostPort {
   readonly host: string;
@@ -57,4 +58,19 @@ export function parseHostPort(text: string): HostPort {
     throw new Error(`invalid port in ${JSON.stringify(text)}: must be 0-65535`);
   }
   return { host: m[1], port };
+}
+
+/**
+ * A name server as `dns.Resolver#setServers` takes it: an IP address, with an optional port
+ * (`10.96.0.10`, `127.0.0.1:5353`, `::1`, `[::1]:53`). Returned in that form.
+ */
+export function parseNameServer(text: string): string {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  const withPort = /^([^:]+):(\d+)$/.exec(text);
+  const [host, port] = bracketed ? [bracketed[1], bracketed[2]] : withPort ? [withPort[1], withPort[2]] : [text, undefined];
+  if (isIP(host) === 0) throw new Error(`invalid name server ${JSON.stringify(text)}: expected an IP address, optionally with :port`);
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+    throw new Error(`invalid port in ${JSON.stringify(text)}: must be 1-65535`);
+  }
+  return text;
 }

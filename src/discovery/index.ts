@@ -17,6 +17,7 @@ export async function discoveryFor(config: DiscoveryConfig): Promise<Discovery> 
         port: config.port,
         refreshMs: config.refreshMs,
         srv: config.srv,
+        servers: config.servers,
       });
     }
     case "kubernetes": {

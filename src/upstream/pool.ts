@@ -61,6 +61,11 @@ export interface UpstreamOptions {
   readonly outlier?: Partial<OutlierOptions>;
   /** Active health: grpc.health.v1 Check per endpoint; none when undefined. */
   readonly health?: HealthCheckOptions;
+  /**
+   * Called when a call finds no endpoint to use, or its last try could not reach a backend:
+   * the gateway asks discovery for a fresh look (DNS re-resolves at once, rate-limited there).
+   */
+  readonly onStarved?: () => void;
   /** For deterministic tests of the policies' random choices and the retry jitter. */
   readonly random?: () => number;
   /** Monotonic clock in ms for ejections and the retry budget (tests inject one). */
@@ -300,7 +305,10 @@ export class UpstreamPool implements Transport {
         if (this.#closed || signal?.aborted === true || !replayable()) throw e;
         (tried ??= new Set()).add(endpoint);
         if (isNeverSent(e)) {
-          if (++notSent >= this.#maxAttempts || performance.now() >= deadline) throw e;
+          if (++notSent >= this.#maxAttempts || performance.now() >= deadline) {
+            this.#options.onStarved?.();
+            throw e;
+          }
           this.#retries.transparent++;
           continue;
         }
@@ -336,6 +344,7 @@ export class UpstreamPool implements Transport {
     const endpoint =
       tried === undefined ? policy.pick(noExclusions) : (policy.pick({ exclude: tried }) ?? policy.pick(noExclusions));
     if (endpoint !== undefined) return endpoint;
+    this.#options.onStarved?.();
     if (lastError !== undefined) throw lastError;
     if (this.#closed) throw new ConnectError(`upstream ${this.name} is closed`, Code.Unavailable);
     throw new ConnectError(`no healthy endpoints for upstream ${this.name}`, Code.Unavailable);
