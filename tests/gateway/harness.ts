@@ -107,3 +107,16 @@ export async function waitForStatus(url: string, status: number, timeoutMs = 10_
   }
   throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last ${last})`);
 }
+
+/** `fetch` with a bounded wait; the body as text and, when it parses, as JSON. */
+export async function call(url: string, init: RequestInit = {}) {
+  const res = await fetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(10_000) });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}

@@ -6,24 +6,12 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { startMirrorConnect } from "../backends/mirror-connect.ts";
 import { startMirrorGrpcJs } from "../backends/mirror-grpcjs.ts";
-import { mirrorConfig, startGatewayWithConfig, type RunningGateway } from "./harness.ts";
+import { call, mirrorConfig, startGatewayWithConfig, type RunningGateway } from "./harness.ts";
 
 const backends = {
   "connect-node": startMirrorConnect,
   "grpc-js": startMirrorGrpcJs,
 } as const;
-
-async function call(url: string, init: RequestInit = {}) {
-  const res = await fetch(url, { ...init, signal: init.signal ?? AbortSignal.timeout(10_000) });
-  const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, text, json };
-}
 
 for (const [kind, start] of Object.entries(backends)) {
   describe(`transcoding against a ${kind} backend`, () => {
