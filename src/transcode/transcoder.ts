@@ -6,7 +6,7 @@
  * `Transport`, so this module opens no sockets and starts no timers of its own.
  */
 import { createRegistry, type DescMethod, type FileRegistry, type Message, type Registry } from "@bufbuild/protobuf";
-import { createContextValues, type Transport } from "@connectrpc/connect";
+import { createContextValues, type ContextValues, type Transport } from "@connectrpc/connect";
 import type { RouteSpec } from "../schema/routes.ts";
 import { Router, RouteConflictError } from "./router.ts";
 import { compileRequestMapper, type RequestMapper } from "./request.ts";
@@ -76,8 +76,11 @@ interface CompiledRoute {
   readonly mapper: RequestMapper;
   readonly renderer: ResponseRenderer;
   readonly upstream: TranscoderUpstream;
-  /** Safe to retry: the HTTP method promises idempotency (the retry policy's `methods: idempotent`). */
-  readonly idempotent: boolean;
+  /**
+   * What the upstream learns about the call (the retry policy reads `idempotent`: the HTTP
+   * method promises it). Built once per route: the transports only read it.
+   */
+  readonly contextValues: ContextValues;
 }
 
 const idempotentMethods = new Set(["GET", "HEAD", "PUT", "DELETE", "OPTIONS"]);
@@ -110,7 +113,10 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
         ),
         renderer: compileResponseRenderer(method.output, spec.responseBody, jsonOptions),
         upstream,
-        idempotent: idempotentMethods.has(spec.httpMethod),
+        contextValues: createContextValues().set(callInfoKey, {
+          idempotent: idempotentMethods.has(spec.httpMethod),
+          route: spec.rule,
+        }),
       };
       router.add(spec.httpMethod, spec.template, compiled);
     } catch (e) {
@@ -123,13 +129,15 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
   }
   if (problems.length > 0) throw new RouteCompileError(problems);
 
-  const errorResponse = (reason: unknown, requestId: string = crypto.randomUUID()): Response => {
+  const errorResponse = (
+    reason: unknown,
+    requestId: string = crypto.randomUUID(),
+    extraHeaders: Record<string, string> = {},
+  ): Response => {
     const error = asConnectError(reason);
-    const headers = new Headers({ "content-type": jsonType, "x-request-id": requestId });
-    for (const [k, v] of incomingMetadataHeaders(error.metadata, undefined)) headers.append(k, v);
     return new Response(renderStatus(error, statusRegistry), {
       status: httpStatusOfError(error),
-      headers,
+      headers: responseHeaders({ "content-type": jsonType, "x-request-id": requestId, ...extraHeaders }, error.metadata),
     });
   };
 
@@ -146,9 +154,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
           new ConnectError(`method ${request.method} not allowed for ${path}`, Code.Unimplemented),
           405,
         );
-        const response = errorResponse(error, requestId);
-        response.headers.set("allow", match.allow.join(", "));
-        return response;
+        return errorResponse(error, requestId, { allow: match.allow.join(", ") });
       }
       const route = match.value;
       const timeoutMs = effectiveTimeoutMs(
@@ -157,12 +163,8 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       );
       const metadata = outgoingMetadata(request.headers, client);
       metadata.set("x-request-id", requestId);
-      const contextValues = createContextValues().set(callInfoKey, {
-        idempotent: route.idempotent,
-        route: route.spec.rule,
-      });
       const kind = route.method.methodKind;
-      const call = { route, request, query, variables: match.variables, timeoutMs, metadata, contextValues, requestId };
+      const call = { route, request, query, variables: match.variables, timeoutMs, metadata, requestId };
       if (kind === "unary") return await unary(call);
       return await streaming(call);
     } catch (e) {
@@ -177,7 +179,6 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     readonly variables: ReadonlyArray<readonly [readonly string[], string]>;
     readonly timeoutMs: number;
     readonly metadata: Headers;
-    readonly contextValues: ReturnType<typeof createContextValues>;
     readonly requestId: string;
   }
 
@@ -205,10 +206,9 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       call.timeoutMs,
       call.metadata,
       input,
-      call.contextValues,
+      call.route.contextValues,
     );
-    const headers = new Headers({ "content-type": jsonType, "x-request-id": call.requestId });
-    for (const [k, v] of incomingMetadataHeaders(result.header, result.trailer)) headers.append(k, v);
+    const headers = responseHeaders({ "content-type": jsonType, "x-request-id": call.requestId }, result.header, result.trailer);
     return new Response(route.renderer.render(result.message as Message), { status: 200, headers });
   }
 
@@ -242,7 +242,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       call.timeoutMs,
       call.metadata,
       input,
-      call.contextValues,
+      call.route.contextValues,
     );
     const iterator = result.message[Symbol.asyncIterator]();
     // Wait for the first message so that a call failing before any output still gets a real
@@ -252,20 +252,21 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     if (kind === "client_streaming") {
       if (first.done) throw new ConnectError("upstream sent no response message", Code.Internal);
       await drain(iterator);
-      const headers = new Headers({ "content-type": jsonType, "x-request-id": call.requestId });
-      for (const [k, v] of incomingMetadataHeaders(result.header, result.trailer)) headers.append(k, v);
+      const headers = responseHeaders({ "content-type": jsonType, "x-request-id": call.requestId }, result.header, result.trailer);
       return new Response(route.renderer.render(first.value as Message), { status: 200, headers });
     }
 
     const format = wantsEventStream(request) ? "sse" : "ndjson";
-    const headers = new Headers({
-      "content-type": format === "sse" ? "text/event-stream" : "application/x-ndjson",
-      "cache-control": "no-cache",
-      "x-request-id": call.requestId,
-      // Proxies such as nginx buffer responses unless told not to; streams must flow.
-      "x-accel-buffering": "no",
-    });
-    for (const [k, v] of incomingMetadataHeaders(result.header, undefined)) headers.append(k, v);
+    const headers = responseHeaders(
+      {
+        "content-type": format === "sse" ? "text/event-stream" : "application/x-ndjson",
+        "cache-control": "no-cache",
+        "x-request-id": call.requestId,
+        // Proxies such as nginx buffer responses unless told not to; streams must flow.
+        "x-accel-buffering": "no",
+      },
+      result.header,
+    );
     const encoder = new TextEncoder();
     let pending: IteratorResult<unknown> | undefined = first;
     const body = new ReadableStream<Uint8Array>({
@@ -293,6 +294,22 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
   }
 
   return { handle, errorResponse, routes: options.routes.map((r) => r.spec) };
+}
+
+/**
+ * Response headers as a plain object, upstream metadata added as `Grpc-Metadata-<key>` (repeated
+ * keys joined with ", "): runtimes write a plain object without building a `Headers` first.
+ */
+function responseHeaders(
+  fixed: Record<string, string>,
+  header: Headers | undefined,
+  trailer?: Headers,
+): Record<string, string> {
+  for (const [name, value] of incomingMetadataHeaders(header, trailer)) {
+    const key = name.toLowerCase();
+    fixed[key] = fixed[key] === undefined ? value : `${fixed[key]}, ${value}`;
+  }
+  return fixed;
 }
 
 function describeExisting(existing: unknown): string {
@@ -334,7 +351,10 @@ function bodyTooLarge(what: string, maxBytes: number): ConnectError {
  */
 async function readBody(request: Request, maxBytes: number): Promise<string> {
   const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > maxBytes) throw bodyTooLarge("request body", maxBytes);
+  if (declared !== null) {
+    if (Number(declared) > maxBytes) throw bodyTooLarge("request body", maxBytes);
+    return request.text(); // the server stops at Content-Length; text() has runtimes' fast path
+  }
   if (request.body === null) return "";
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
