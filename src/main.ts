@@ -29,6 +29,21 @@ export interface RuntimeAdapter {
   remoteAddress(c: Context): string | undefined;
   onShutdownSignal(handler: (signal: string) => void): void;
   exit(code: number): never;
+  /** Several gateway processes on the same listeners; absent where the runtime cannot share them. */
+  readonly workers?: Workers;
+}
+
+/**
+ * `workers: N`: a supervisor process starts N workers that each run this same command line as a
+ * whole gateway (own discovery, pools and admin listener), all sharing the listening sockets.
+ */
+export interface Workers {
+  /** Set in a worker: its number (1..N), for log lines. */
+  readonly workerId: number | undefined;
+  /** Supervisor: starts the workers, prints one listening line once all listen, forwards SIGTERM/SIGINT, exits when they have. */
+  supervise(count: number, drainTimeoutMs: number): Promise<never>;
+  /** Worker: hands its listening line to the supervisor instead of printing it. */
+  reportListening(line: string): void;
 }
 
 const usage = `usage: grpc-edge [--config FILE]
@@ -40,9 +55,10 @@ const usage = `usage: grpc-edge [--config FILE]
   --help          show this help`;
 
 export async function main(runtime: RuntimeAdapter): Promise<void> {
+  const worker = runtime.workers?.workerId === undefined ? "" : `worker ${runtime.workers.workerId}: `;
   const logger: Logger = {
-    info: (m) => console.log(`grpc-edge: ${m}`),
-    warn: (m) => console.error(`grpc-edge: warning: ${m}`),
+    info: (m) => console.log(`grpc-edge: ${worker}${m}`),
+    warn: (m) => console.error(`grpc-edge: ${worker}warning: ${m}`),
   };
   const args = parseArgs(runtime.args);
   if ("error" in args) {
@@ -60,6 +76,10 @@ export async function main(runtime: RuntimeAdapter): Promise<void> {
   try {
     if (args.config !== undefined) {
       config = await loadConfigFile(args.config);
+      const workers = runtime.workers;
+      if (workers !== undefined && workers.workerId === undefined && config.workers > 1) {
+        return await workers.supervise(config.workers, config.shutdown.drainTimeoutMs);
+      }
       gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, logger });
     } else {
       const { startDemo } = await import("./demo/demo.ts");
@@ -96,9 +116,9 @@ export async function main(runtime: RuntimeAdapter): Promise<void> {
   }
   // The banner comes first: the listening line is what scripts wait for.
   if (demo !== undefined) console.log(demo.banner(publicListener.url, adminListener.url));
-  logger.info(
-    `listening on ${publicListener.url} (admin ${adminListener.url}), ${gateway.routes.length} routes, runtime ${runtime.name}`,
-  );
+  const listening = `listening on ${publicListener.url} (admin ${adminListener.url}), ${gateway.routes.length} routes, runtime ${runtime.name}`;
+  if (runtime.workers?.workerId !== undefined) runtime.workers.reportListening(listening);
+  else logger.info(listening);
 
   let stopping = false;
   runtime.onShutdownSignal(async (signal) => {

@@ -279,7 +279,7 @@ const fileSchema = z.strictObject({
     .strictObject({ drainTimeout: duration.prefault(defaults.shutdown.drainTimeout) })
     .prefault({}),
   workers: z
-    .union([count(1).max(256), z.literal("auto")])
+    .union([count(1).max(256), z.literal("auto")], { error: 'must be a whole number from 1 to 256, or "auto"' })
     .default(defaults.workers)
     .transform((n) => (n === "auto" ? availableParallelism() : n)),
 });
