@@ -85,7 +85,7 @@ describe("parseConfig: valid files", () => {
     assert.equal(a.health?.unhealthyThreshold, 3);
     assert.equal(a.outlier.baseEjectionMs, 30_000);
     assert.deepEqual(b.discovery, {
-      kind: "kubernetes", namespace: "default", service: "b", port: "grpc",
+      kind: "kubernetes", namespace: undefined, service: "b", port: "grpc",
       kubeconfig: "/etc/grpc-edge/kube.yaml", api: "endpointslices", zone: "z1",
     } as never);
   });

@@ -27,7 +27,8 @@ export type DiscoveryConfig =
     }
   | {
       readonly kind: "kubernetes";
-      readonly namespace: string;
+      /** undefined: the pod's namespace in a cluster, else the kubeconfig context's, else `default`. */
+      readonly namespace: string | undefined;
       readonly service: string;
       readonly port: string | number;
       readonly kubeconfig: string | undefined;
@@ -128,7 +129,7 @@ export const defaults = {
     health: { service: "", interval: "5s", timeout: "1s", healthyThreshold: 1, unhealthyThreshold: 3 },
   },
   dns: { refresh: "5s" },
-  kubernetes: { namespace: "default", api: "endpointslices" as const },
+  kubernetes: { api: "endpointslices" as const },
 } as const;
 
 export class ConfigError extends Error {
@@ -179,7 +180,7 @@ const dnsDiscovery = z.strictObject({
 });
 
 const kubernetesDiscovery = z.strictObject({
-  namespace: z.string().min(1).default(defaults.kubernetes.namespace),
+  namespace: z.string().min(1).optional(),
   service: z.string().min(1),
   port: z.union([count(1).max(65535), z.string().min(1)]),
   kubeconfig: z.string().min(1).optional(),

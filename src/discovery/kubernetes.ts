@@ -28,14 +28,18 @@
  * @kubernetes/client-node is imported when a discovery starts, not when this module loads: it
  * is large, and 2.x does not load on Node before 22.19.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { STATUS_CODES } from "node:http";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type * as K8s from "@kubernetes/client-node";
 import { endpointKey, type DiscoveredEndpoint, type Discovery, type DiscoveryEvents } from "./types.ts";
 
 export interface KubernetesDiscoveryOptions {
-  readonly namespace: string;
+  /**
+   * Default, as kubectl does: in a cluster the pod's own namespace (the service account's), else
+   * the kubeconfig context's namespace, else `default`.
+   */
+  readonly namespace?: string;
   readonly service: string;
   /** A port name (the Service's target port name, as in the slices' `ports[].name`) or number. */
   readonly port: string | number;
@@ -82,6 +86,7 @@ const defaults = {
 
 const zoneLabel = "topology.kubernetes.io/zone";
 const serviceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+const serviceAccountNamespacePath = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /**
  * Watches one Service's endpoints.
@@ -152,7 +157,7 @@ export function preferZone(
 type PortRef = { readonly name: string } | { readonly number: number };
 
 interface Settings {
-  readonly namespace: string;
+  readonly namespace: string | undefined;
   readonly service: string;
   readonly port: PortRef;
   readonly kubeconfig: string | undefined;
@@ -170,7 +175,7 @@ interface Settings {
 
 function settle(options: KubernetesDiscoveryOptions): Settings {
   const invalid = (why: string) => new ConnectError(`kubernetes discovery: ${why}`, Code.InvalidArgument);
-  if (!options.namespace) throw invalid("namespace is empty");
+  if (options.namespace === "") throw invalid("namespace is empty");
   if (!options.service) throw invalid("service is empty");
   const port = portRef(options.port);
   if (port === undefined) throw invalid(`port ${JSON.stringify(options.port)} is neither a port name nor a number in 1-65535`);
@@ -343,13 +348,16 @@ interface Api {
   listPage(continueToken: string | undefined, signal: AbortSignal): Promise<ListPage>;
   readNodeZone(name: string, signal: AbortSignal): Promise<string | undefined>;
   readonly toEndpoints: (objects: Iterable<object>, ref: PortRef) => DiscoveredEndpoint[];
+  /** The namespace watched: the configured one, or the default found with the credentials. */
+  readonly namespace: string;
 }
 
 function makeApi(k8s: typeof K8s, settings: Settings): Api {
-  const config = loadKubeConfig(k8s, settings);
+  const { config, namespace } = loadKubeConfig(k8s, settings);
   const core = config.makeApiClient(k8s.CoreV1Api);
-  const { namespace, service } = settings;
+  const { service } = settings;
   const common = {
+    namespace,
     watch: new k8s.Watch(config),
     async readNodeZone(name: string, signal: AbortSignal) {
       const node = await core.readNode({ name }, withSignal(k8s, signal));
@@ -389,8 +397,11 @@ function makeApi(k8s: typeof K8s, settings: Settings): Api {
   };
 }
 
-/** In a cluster (service account mounted) first, then the `kubeconfig` option, then client-node's defaults. */
-function loadKubeConfig(k8s: typeof K8s, settings: Settings): K8s.KubeConfig {
+/**
+ * In a cluster (service account mounted) first, then the `kubeconfig` option, then client-node's
+ * defaults; with the namespace to watch.
+ */
+function loadKubeConfig(k8s: typeof K8s, settings: Settings): { config: K8s.KubeConfig; namespace: string } {
   const config = new k8s.KubeConfig();
   const inCluster =
     !!process.env.KUBERNETES_SERVICE_HOST &&
@@ -404,7 +415,20 @@ function loadKubeConfig(k8s: typeof K8s, settings: Settings): K8s.KubeConfig {
     throw new Error(`cannot load the kubeconfig: ${messageOf(e)}`);
   }
   if (config.getCurrentCluster() === null) throw new Error("the kubeconfig names no current cluster");
-  return config;
+  const namespace =
+    settings.namespace ??
+    (inCluster ? readTrimmed(`${settings.serviceAccountRoot}${serviceAccountNamespacePath}`) : undefined) ??
+    config.getContextObject(config.getCurrentContext())?.namespace ??
+    "default";
+  return { config, namespace };
+}
+
+function readTrimmed(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function pageOf(list: { metadata?: { resourceVersion?: string; _continue?: string }; items: readonly object[] }): ListPage {
@@ -722,8 +746,8 @@ class ServiceWatch {
   }
 
   #report(message: string, code = Code.Unavailable): void {
-    const { namespace, service } = this.#settings;
-    this.#events.onError?.(new ConnectError(`kubernetes discovery ${namespace}/${service}: ${message}`, code));
+    const namespace = this.#api?.namespace ?? this.#settings.namespace ?? "(namespace not known yet)";
+    this.#events.onError?.(new ConnectError(`kubernetes discovery ${namespace}/${this.#settings.service}: ${message}`, code));
   }
 }
 

@@ -414,6 +414,31 @@ describe("how kubernetes discovery finds the API server", () => {
     assert.equal(server.requests.length, 0, "the kubeconfig's server is not asked");
   });
 
+  test("with no namespace configured: the pod's own in a cluster, else the kubeconfig context's", async (t) => {
+    const inCluster = await FakeApiServer.start({ tls: true, token: "service-account-token" });
+    t.after(() => inCluster.stop());
+    const inNamespace = (namespace: string, ip: string) =>
+      endpointSlice({ service: "mirror", name: `mirror-${namespace}`, namespace, ports: [{ name: "grpc", port: 50051 }], endpoints: [ready(ip)] });
+    inCluster.applySlice(inNamespace("pod-ns", "10.3.0.1"));
+    inCluster.applySlice(inNamespace("default", "10.3.0.9"));
+    const root = join(dir, "pod-with-namespace");
+    const restore = withEnv(await inCluster.writeServiceAccount(root, "pod-ns"));
+    const fromPod = start({ namespace: undefined, serviceAccountRoot: root });
+    try {
+      assert.deepEqual(keys(await fromPod.next()), ["10.3.0.1:50051"]);
+    } finally {
+      fromPod.stop();
+      restore();
+    }
+
+    server.applySlice(inNamespace("team-a", "10.4.0.1"));
+    const contextDir = await mkdtemp(join(dir, "team-a-"));
+    const contextConfig = await server.writeKubeconfig(contextDir, "team-a");
+    const fromContext = start({ namespace: undefined, kubeconfig: contextConfig });
+    assert.deepEqual(keys(await fromContext.next()), ["10.4.0.1:50051"]);
+    assert.ok(server.requests.some((r) => r.path.startsWith("/apis/discovery.k8s.io/v1/namespaces/team-a/")));
+  });
+
   test("without a service account or a kubeconfig option, $KUBECONFIG", async (t) => {
     server.applySlice(slice("mirror-a", [ready("10.0.0.1")]));
     const restore = withEnv({ KUBECONFIG: kubeconfig });
