@@ -249,6 +249,48 @@ test("a reader that stops iterating early cancels the server stream", limit, asy
   await aborted;
 });
 
+test("a stream paused for backpressure frees its session slot when its reader abandons it", limit, async () => {
+  // A server that writes a whole stream (40 messages, then the trailers) at once: the reader
+  // takes one message and the rest backs up, so the stream is paused when the call ends.
+  const server = createServer();
+  server.on("stream", (s: ServerHttp2Stream) => {
+    s.on("error", () => {});
+    s.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+    s.on("wantTrailers", () => s.sendTrailers({ "grpc-status": "0" }));
+    // Everything{s: 1,000 × "x"}.
+    const payload = Buffer.concat([Buffer.from([0x0a, 0xe8, 0x07]), Buffer.alloc(1000, "x")]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, (payload.length >> 8) & 0xff, payload.length & 0xff]), payload]);
+    // 40 of them fit the stream's window, so the server finishes while the reader is paused;
+    // one per event-loop turn, so they arrive as separate chunks.
+    let sent = 0;
+    const next = () => {
+      if (sent++ < 40) s.write(frame, () => setImmediate(next));
+      else s.end();
+    };
+    next();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const s = new EndpointSessions({ address: "127.0.0.1", port: (server.address() as AddressInfo).port });
+  const openStreams = () => s.snapshot().sessions.reduce((n, x) => n + x.activeStreams, 0);
+  const waitForNoOpenStreams = async (what: string) => {
+    const deadline = performance.now() + 3000;
+    while (openStreams() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(openStreams(), 0, what);
+  };
+  try {
+    const t = new EndpointTransport({ sessions: s });
+    const abandoned = await t.stream(stream, undefined, 5000, undefined, messages(input(stream)) as never);
+    const reader = abandoned.message[Symbol.asyncIterator]();
+    await reader.next();
+    await new Promise((r) => setTimeout(r, 100));
+    await reader.return?.();
+    await waitForNoOpenStreams("an abandoned stream whose server had finished");
+  } finally {
+    await s.close(false);
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test("response messages over the limit fail with ResourceExhausted", limit, async () => {
   const small = new EndpointTransport({ sessions, maxMessageBytes: 1024 });
   const error = await rejection(

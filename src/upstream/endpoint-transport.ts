@@ -241,6 +241,10 @@ abstract class Call {
     const stream = this.stream;
     if (stream !== undefined && !stream.closed && (reset || !stream.writableEnded)) {
       stream.close(http2ErrorCode.cancel);
+      // A stream paused for backpressure keeps its readable side open, so it would never emit
+      // 'close' and its slot on the session would leak; flowing, what is left is dropped
+      // (`done` is set) and the stream ends.
+      stream.resume();
     }
     const latencyMs = this.#latencyMs >= 0 ? this.#latencyMs : performance.now() - this.#started;
     this.transport.observer?.callEnded({
@@ -507,6 +511,9 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
   return(): Promise<IteratorResult<MessageShape<O>>> {
     this.#queue.length = 0;
     this.finish(new ConnectError("the response stream was abandoned by its reader", Code.Canceled), true);
+    // The call may have ended already (the server finished) with messages queued and the
+    // stream paused for backpressure: a paused stream never closes, so release it here.
+    if (this.stream !== undefined && !this.stream.destroyed) this.stream.destroy();
     this.#error = undefined;
     return Promise.resolve({ value: undefined, done: true });
   }
