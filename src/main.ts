@@ -128,7 +128,16 @@ export async function main(runtime: RuntimeAdapter): Promise<void> {
     gateway.beginShutdown();
     const deadline = Date.now() + config.shutdown.drainTimeoutMs;
     await publicListener.close(deadline);
-    await gateway.close(true);
+    // Upstream streams still open at the deadline (a client that vanished mid-stream, a hung
+    // backend) are cut: the drain timeout is the contract, not the slowest call.
+    const drained = await Promise.race([
+      gateway.close(true).then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()))),
+    ]);
+    if (!drained) {
+      logger.warn("drain timeout reached: cutting the upstream calls still open");
+      await gateway.close(false);
+    }
     await adminListener.close(deadline);
     await demo?.stop();
     logger.info("stopped");

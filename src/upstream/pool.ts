@@ -228,10 +228,13 @@ export class UpstreamPool implements Transport {
   async close(graceful: boolean): Promise<void> {
     this.#closed = true;
     this.#policy.update([]);
-    const all = [...this.#members.values(), ...this.#draining];
+    // Members join the draining set, so a forced close after a graceful one still finds them.
+    for (const e of this.#members.values()) {
+      e.retire();
+      this.#draining.add(e);
+    }
     this.#members.clear();
-    for (const e of all) e.retire();
-    await Promise.all(all.map((e) => e.sessions.close(graceful)));
+    await Promise.all([...this.#draining].map((e) => e.sessions.close(graceful)));
     this.#draining.clear();
   }
 

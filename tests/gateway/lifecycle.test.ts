@@ -132,6 +132,31 @@ describe("lifecycle", () => {
     await assert.rejects(fetch(`${gw.url}/v1/mirror/x/1`), "the listener is closed");
   });
 
+  test("SIGTERM: calls still running at shutdown.drainTimeout are cut, and the exit is still 0", async () => {
+    const gw = await startGatewayWithConfig(
+      mirrorConfig({ static: [backend.address] }, { shutdown: { drainTimeout: "1s" }, workers: 1 }),
+    );
+    await waitForStatus(`${gw.admin}/readyz`, 200);
+    const stream = fetch(`${gw.url}/v1/stream/100?intervalMs=200`, { signal: AbortSignal.timeout(30_000) });
+    const response = await stream;
+    const reader = response.body!.getReader();
+    await reader.read();
+    const t0 = Date.now();
+    assert.equal(await gw.stop(), 0);
+    const took = Date.now() - t0;
+    assert.ok(took < 6_000, `exited ${took} ms after SIGTERM with a 1 s drain timeout`);
+    // The 20 s stream did not run to its end.
+    let lines = 1;
+    await (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return;
+        lines += new TextDecoder().decode(value).split("\n").filter((l) => l !== "").length;
+      }
+    })().catch(() => {});
+    assert.ok(lines < 100, `${lines} lines`);
+  });
+
   test("readyz reports each upstream; metrics expose readiness", async () => {
     const gw = await startGatewayWithConfig(mirrorConfig({ static: [backend.address] }));
     try {
