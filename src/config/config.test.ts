@@ -1,5 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { availableParallelism } from "node:os";
 import fc from "fast-check";
 import { ConfigError, parseConfig, parseDuration, parseByteSize, parseHostPort } from "./index.ts";
 
@@ -100,6 +101,12 @@ describe("parseConfig: valid files", () => {
     assert.deepEqual(d.servers, ["10.96.0.10", "127.0.0.1:5353", "[::1]:53"]);
   });
 
+  test("workers: a count, or auto for one per CPU", () => {
+    assert.equal(parseConfig(minimal + "workers: 3\n", { baseDir: base }).workers, 3);
+    assert.equal(parseConfig(minimal + "workers: auto\n", { baseDir: base }).workers, availableParallelism());
+    assert.equal(parseConfig(minimal, { baseDir: base }).workers, availableParallelism(), "auto by default");
+  });
+
   test("dns with srv needs no port", () => {
     const c = parseConfig(minimal.replace(`{ static: ["127.0.0.1:50051"] }`, `{ dns: { srv: "_grpc._tcp.m.svc" } }`), { baseDir: base });
     assert.equal(c.upstreams[0].discovery.kind, "dns");
@@ -125,6 +132,7 @@ describe("parseConfig: invalid files name the key", () => {
     ["service in two upstreams", minimal + `  - name: other\n    services: [mirror.v1.Mirror]\n    discovery: { static: ["a:1"] }\n`, "upstreams[1].services[0]", /already served/],
     ["bad service name", minimal.replace(`"mirror.v1.Mirror"`, `"Mirror"`), "upstreams[0].services[0]", /fully-qualified/],
     ["a name server that is not an IP", minimal.replace(`{ static: ["127.0.0.1:50051"] }`, `{ dns: { host: h, port: 1, servers: ["dns.example"] } }`), "upstreams[0].discovery.dns.servers[0]", /IP address/],
+    ["bad workers", minimal + "workers: 0\n", "workers", />=1|1 to 256/],
     ["unknown retry code", up("retry: { on: [unavailable, flaky] }"), "upstreams[0].retry.on[1]", /"flaky"/],
     ["wrong type", minimal + "json: { strict: yes please }\n", "json.strict"],
     ["YAML syntax error", "listen: [unclosed\n", "(file)", /invalid YAML at line/],
