@@ -1,29 +1,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { DiscoveredEndpoint } from "../discovery/types.ts";
 import { isNeverSent } from "./endpoint-transport.ts";
-import { UpstreamPool, type UpstreamOptions } from "./pool.ts";
+import type { UpstreamPool } from "./pool.ts";
 import { until } from "./testing/wait.ts";
+import { loopbackEndpoint, testPool } from "./testing/pool-fixtures.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { echoPost, slow, whoAmI, stream, collect } = mirrorMethods;
 const limit = { timeout: 15_000 };
 
-function endpoint(target: { port: number }, state: Partial<DiscoveredEndpoint> = {}): DiscoveredEndpoint {
-  return { address: "127.0.0.1", port: target.port, ready: true, serving: true, terminating: false, ...state };
-}
-
-function pool(options: Partial<UpstreamOptions> = {}): UpstreamPool {
-  return new UpstreamPool({
-    name: "mirror",
-    balancer: "round_robin",
-    timeoutMs: 5000,
-    session: { backoffInitialMs: 50, backoffJitter: 0 },
-    outlier: { baseEjectionMs: 200, maxEjectionMs: 1000 },
-    ...options,
-  });
-}
+const endpoint = loopbackEndpoint;
+const pool = testPool;
 
 async function backends(n: number): Promise<MirrorBackend[]> {
   return Promise.all(Array.from({ length: n }, () => startMirrorBackend()));

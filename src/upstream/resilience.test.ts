@@ -5,31 +5,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
-import type { DiscoveredEndpoint } from "../discovery/types.ts";
 import { callInfoKey } from "./call-info.ts";
 import { UpstreamPool, type EndpointSnapshot, type UpstreamOptions } from "./pool.ts";
 import { startRawBackend, type RawBackend } from "./testing/raw-backend.ts";
 import { delay, until } from "./testing/wait.ts";
+import { loopbackEndpoint, testPool } from "./testing/pool-fixtures.ts";
 import { input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 
 const { whoAmI, stream, collect } = mirrorMethods;
 const limit = { timeout: 30_000 };
 const idempotent = createContextValues().set(callInfoKey, { idempotent: true, route: "GET /v1/whoami" });
 
-function endpoint(target: { port: number }): DiscoveredEndpoint {
-  return { address: "127.0.0.1", port: target.port, ready: true, serving: true, terminating: false };
-}
-
-function pool(options: Partial<UpstreamOptions> = {}): UpstreamPool {
-  return new UpstreamPool({
-    name: "mirror",
-    balancer: "round_robin",
-    timeoutMs: 5000,
-    session: { backoffInitialMs: 50, backoffJitter: 0 },
-    outlier: { consecutiveFailures: 3, baseEjectionMs: 300, maxEjectionMs: 1000 },
-    ...options,
-  });
-}
+const endpoint = (target: { port: number }) => loopbackEndpoint(target);
+const pool = (options: Partial<UpstreamOptions> = {}) => testPool({ outlier: { consecutiveFailures: 3, baseEjectionMs: 300, maxEjectionMs: 1000 }, ...options });
 
 async function whoAnswers(p: UpstreamPool, contextValues = idempotent): Promise<string> {
   const response = await p.unary(whoAmI, undefined, 5000, undefined, {} as never, contextValues);
