@@ -1,5 +1,6 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { rejection } from "../../tests/support/wait.ts";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
@@ -252,15 +253,6 @@ function clientFor(address: string): LibraryClient {
   return createClient(librarySchema, transport) as unknown as LibraryClient;
 }
 
-/** The call's error; start it before anything else is awaited, so the rejection is handled. */
-async function rejection(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  assert.fail("the call succeeded");
-}
 
 /** Polls `predicate` every 10 ms for up to 2 s. */
 async function eventually(predicate: () => boolean, what: string) {

@@ -5,6 +5,7 @@ import { constants, createServer, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.ts";
+import { rejection } from "../../tests/support/wait.ts";
 import { EndpointTransport, isNeverSent } from "./endpoint-transport.ts";
 import { EndpointSessions } from "./session.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
@@ -31,15 +32,6 @@ async function* messages<T>(...items: T[]): AsyncGenerator<T> {
   yield* items;
 }
 
-async function rejection(promise: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await promise;
-  } catch (e) {
-    assert.ok(e instanceof ConnectError, `a ConnectError, got ${String(e)}`);
-    return e;
-  }
-  assert.fail("the call succeeded");
-}
 
 /** Resolves when the server handler saw its call abort; fails the test if that takes too long. */
 async function serverSawAbort(method: string): Promise<void> {

@@ -4,7 +4,7 @@ import type { DiscoveredEndpoint } from "../discovery/types.ts";
 import { HealthVerdict } from "./health.ts";
 import { UpstreamPool } from "./pool.ts";
 import { startRawBackend } from "./testing/raw-backend.ts";
-import { until } from "./testing/wait.ts";
+import { until } from "../../tests/support/wait.ts";
 import { mirrorMethods } from "../../tests/backends/mirror-connect.ts";
 
 const limit = { timeout: 20_000 };

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { isNeverSent } from "./endpoint-transport.ts";
 import type { UpstreamPool } from "./pool.ts";
-import { until } from "./testing/wait.ts";
+import { until } from "../../tests/support/wait.ts";
 import { loopbackEndpoint, testPool } from "./testing/pool-fixtures.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 

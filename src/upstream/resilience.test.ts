@@ -8,7 +8,7 @@ import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import { callInfoKey } from "./call-info.ts";
 import { UpstreamPool, type EndpointSnapshot, type UpstreamOptions } from "./pool.ts";
 import { startRawBackend, type RawBackend } from "./testing/raw-backend.ts";
-import { delay, until } from "./testing/wait.ts";
+import { delay, until } from "../../tests/support/wait.ts";
 import { loopbackEndpoint, testPool } from "./testing/pool-fixtures.ts";
 import { input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
 

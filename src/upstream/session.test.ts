@@ -8,7 +8,7 @@ import { freePort, input, mirrorMethods, startMirrorBackend } from "../../tests/
 
 import { startFreezableProxy } from "./testing/freezable-proxy.ts";
 import { startRawBackend } from "./testing/raw-backend.ts";
-import { delay, until } from "./testing/wait.ts";
+import { delay, until } from "../../tests/support/wait.ts";
 
 const { echoPost, slow, whoAmI } = mirrorMethods;
 const limit = { timeout: 10_000 };

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createAdminApp } from "../http/admin-app.ts";
 import { UpstreamPool } from "./pool.ts";
 import { startRawBackend } from "./testing/raw-backend.ts";
-import { until } from "./testing/wait.ts";
+import { until } from "../../tests/support/wait.ts";
 import { freePort, mirrorMethods } from "../../tests/backends/mirror-connect.ts";
 
 test("/debug/endpoints and /metrics show every endpoint's state, in-flight, totals, errors, latency, sessions", { timeout: 15_000 }, async () => {

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { until as waitFor } from "../support/wait.ts";
 import * as k8s from "@kubernetes/client-node";
 import { endpointSlice, FakeApiServer, legacyEndpoints, type KubeObject } from "./fake-apiserver.ts";
 import { isEvent, openWatch, type WatchEvent, type WatchStream } from "./watch-client.ts";
@@ -445,13 +446,6 @@ function takeJsonObjects(text: string): { values: any[]; rest: string } {
   return { values, rest: text.slice(consumed) };
 }
 
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { until as waitFor } from "../support/wait.ts";
 import { kubernetesDiscovery, type KubernetesDiscoveryOptions } from "../../src/discovery/kubernetes.ts";
 import { endpointKey, type DiscoveredEndpoint } from "../../src/discovery/types.ts";
 import { endpointSlice, FakeApiServer, legacyEndpoints, type SliceEndpointSpec } from "./fake-apiserver.ts";
@@ -83,13 +84,6 @@ function start(options: Partial<KubernetesDiscoveryOptions> = {}) {
   };
 }
 
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const keys = (set: readonly DiscoveredEndpoint[]) => set.map(endpointKey);

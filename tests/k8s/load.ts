@@ -7,6 +7,7 @@
  * Each backend gets a slice of its own because the backends share 127.0.0.1 and differ by
  * port, and a slice has one port set (the EndpointSlice controller groups endpoints so too).
  */
+import { delay, until as waitFor } from "../support/wait.ts";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -265,13 +266,6 @@ function podSlice(backend: MirrorBackend, condition: PodCondition): KubeObject {
 
 // ---------------------------------------------------------------------------------------------
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export const sleep = delay;
 
-/** Polls `condition` every few ms; rejects after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(2);
-  }
-}
+export { waitFor };
