@@ -12,7 +12,7 @@ import { createAdminApp } from "./http/admin-app.ts";
 import { createPublicApp } from "./http/public-app.ts";
 import { loadDescriptorFiles } from "./schema/descriptors.ts";
 import { routeSpecsFor, type RouteSpec } from "./schema/routes.ts";
-import { createTranscoder, RouteCompileError, type TranscoderUpstream } from "./transcode/transcoder.ts";
+import { createTranscoder, RouteCompileError, type HeaderFields, type TranscoderUpstream } from "./transcode/transcoder.ts";
 import { UpstreamPool, type UpstreamOptions } from "./upstream/pool.ts";
 import { codeFromName } from "./upstream/retry.ts";
 
@@ -24,6 +24,7 @@ export interface Logger {
 export interface GatewayRuntime {
   /** The peer address of the connection a request came in on. */
   readonly remoteAddress: (c: Context) => string | undefined;
+  readonly headerFields?: (c: Context) => HeaderFields | undefined;
   readonly logger: Logger;
 }
 
@@ -94,6 +95,7 @@ export async function createGateway(
       transcoder,
       cors: config.cors,
       remoteAddress: runtime.remoteAddress,
+      headerFields: runtime.headerFields,
     }),
     adminApp: createAdminApp({
       ready,

@@ -13,7 +13,7 @@ import {
 } from "./config/index.ts";
 import { createGateway, type Gateway, type Logger } from "./gateway.ts";
 import { DescriptorError } from "./schema/descriptors.ts";
-import { RouteCompileError } from "./transcode/transcoder.ts";
+import { RouteCompileError, type HeaderFields } from "./transcode/transcoder.ts";
 
 export interface Listener {
   /** e.g. http://127.0.0.1:8080 (the real port when 0 was asked for). */
@@ -27,6 +27,8 @@ export interface RuntimeAdapter {
   readonly args: readonly string[];
   listen(app: Hono, at: HostPort): Promise<Listener>;
   remoteAddress(c: Context): string | undefined;
+  /** The request headers as the runtime parsed them, where it has them (a faster read). */
+  headerFields?(c: Context): HeaderFields | undefined;
   onShutdownSignal(handler: (signal: string) => void): void;
   exit(code: number): never;
   /** Several gateway processes on the same listeners; absent where the runtime cannot share them. */
@@ -80,13 +82,13 @@ export async function main(runtime: RuntimeAdapter): Promise<void> {
       if (workers !== undefined && workers.workerId === undefined && config.workers > 1) {
         return await workers.supervise(config.workers, config.shutdown.drainTimeoutMs);
       }
-      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, logger });
+      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, headerFields: runtime.headerFields, logger });
     } else {
       const { startDemo } = await import("./demo/demo.ts");
       const started = await startDemo();
       demo = started;
       config = started.config;
-      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, logger }, started.registry);
+      gateway = await createGateway(config, { remoteAddress: runtime.remoteAddress, headerFields: runtime.headerFields, logger }, started.registry);
     }
   } catch (e) {
     if (e instanceof ConfigError || e instanceof DescriptorError || e instanceof RouteCompileError) {

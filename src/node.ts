@@ -226,6 +226,7 @@ await main({
   args: process.argv.slice(2),
   listen,
   remoteAddress: (c) => remoteAddress((c.env as HttpBindings | undefined)?.incoming),
+  headerFields: (c) => (c.env as HttpBindings | undefined)?.incoming?.headers,
   onShutdownSignal(handler) {
     process.once("SIGTERM", () => handler("SIGTERM"));
     process.once("SIGINT", () => handler("SIGINT"));

@@ -5,7 +5,7 @@
  */
 import { Hono, type Context } from "hono";
 import { cors } from "hono/cors";
-import type { ClientInfo, Transcoder } from "../transcode/transcoder.ts";
+import type { ClientInfo, HeaderFields, Transcoder } from "../transcode/transcoder.ts";
 
 export interface PublicAppOptions {
   readonly transcoder: Transcoder;
@@ -19,6 +19,8 @@ export interface PublicAppOptions {
     | undefined;
   /** The runtime's view of the connection (peer address). */
   readonly remoteAddress: (c: Context) => string | undefined;
+  /** The request headers as the runtime parsed them, if it did (see ClientInfo.headerFields). */
+  readonly headerFields?: (c: Context) => HeaderFields | undefined;
 }
 
 /** Headers browsers may send cross-origin by default, plus what gRPC metadata mapping reads. */
@@ -47,6 +49,7 @@ export function createPublicApp(options: PublicAppOptions): Hono {
       remoteAddress: options.remoteAddress(c),
       host: c.req.header("host"),
       protocol: "http",
+      headerFields: options.headerFields?.(c),
     };
     return transcoder.handle(c.req.raw, client);
   });

@@ -4,7 +4,17 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { incomingMetadataHeaders, outgoingMetadata, type ClientInfo } from "./metadata.ts";
 
 const client: ClientInfo = { remoteAddress: "127.0.0.1", host: "gw.local:8080", protocol: "http" };
-const entries = (headers: Headers) => Object.fromEntries(headers);
+/**
+ * The metadata for these headers, read both ways a runtime can give them: a Web Headers alone
+ * (Deno) and with the already-parsed fields beside it (Node); both must agree.
+ */
+function metadataOf(init: HeadersInit, c: ClientInfo = client): Record<string, string> {
+  const headers = new Headers(init);
+  const fromWeb = outgoingMetadata(headers, c);
+  const fromFields = outgoingMetadata(headers, { ...c, headerFields: Object.fromEntries(headers) });
+  assert.deepEqual(fromFields, fromWeb);
+  return fromWeb;
+}
 const forwarded = { "x-forwarded-for": "127.0.0.1", "x-forwarded-host": "gw.local:8080", "x-forwarded-proto": "http" };
 
 describe("outgoingMetadata", () => {
@@ -17,7 +27,7 @@ describe("outgoingMetadata", () => {
       Cookie: "session=1",
       Accept: "application/json",
     });
-    assert.deepEqual(entries(outgoingMetadata(headers, client)), {
+    assert.deepEqual(metadataOf(headers), {
       tenant: "acme",
       "request-id": "r1",
       authorization: "Bearer t0k",
@@ -39,7 +49,7 @@ describe("outgoingMetadata", () => {
       "Grpc-Metadata-Listed": "hidden",
       "Grpc-Metadata-Kept": "yes",
     });
-    assert.deepEqual(entries(outgoingMetadata(headers, client)), { kept: "yes", ...forwarded });
+    assert.deepEqual(metadataOf(headers), { kept: "yes", ...forwarded });
   });
 
   test("names the gRPC transport owns never pass", () => {
@@ -54,7 +64,7 @@ describe("outgoingMetadata", () => {
       "Grpc-Metadata-Bad!Key": "x",
       "Grpc-Metadata-Latin1": "caf\u00e9",
     });
-    assert.deepEqual(entries(outgoingMetadata(headers, client)), forwarded);
+    assert.deepEqual(metadataOf(headers), forwarded);
   });
 
   test("-bin values must be base64; they are passed as unpadded standard base64", () => {
@@ -64,34 +74,44 @@ describe("outgoingMetadata", () => {
       "Grpc-Metadata-C-Bin": "-_8",
       "Grpc-Metadata-D-Bin": "AQID, BAU=",
     });
-    const md = outgoingMetadata(headers, client);
-    assert.deepEqual([md.get("a-bin"), md.get("b-bin"), md.get("c-bin"), md.get("d-bin")], ["AQID", "+/8", "+/8", "AQID,BAU"]);
+    const md = metadataOf(headers);
+    assert.deepEqual([md["a-bin"], md["b-bin"], md["c-bin"], md["d-bin"]], ["AQID", "+/8", "+/8", "AQID,BAU"]);
     for (const bad of ["!!!", "A", "AQID=="]) {
       assert.throws(
-        () => outgoingMetadata(new Headers({ "Grpc-Metadata-Trace-Bin": bad }), client),
+        () => metadataOf({ "Grpc-Metadata-Trace-Bin": bad }),
         (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument && /Trace-Bin/i.test(e.rawMessage),
         bad,
       );
     }
   });
 
+  test("parsed fields: a listed (repeated) value is sent joined, as Headers joins it", () => {
+    const headerFields = { "grpc-metadata-x": ["a", "b"], "grpc-metadata-y": "c", ":path": "/v1/x", host: "gw" };
+    assert.deepEqual(outgoingMetadata(new Headers({ host: "gw" }), { ...client, headerFields }), {
+      x: "a, b",
+      y: "c",
+      ...forwarded,
+      "x-forwarded-host": "gw",
+    });
+  });
+
   test("X-Forwarded-For appends the client address to what came in", () => {
-    const md = (h: Record<string, string>, c: ClientInfo = client) => outgoingMetadata(new Headers(h), c).get("x-forwarded-for");
+    const md = (h: Record<string, string>, c: ClientInfo = client) => metadataOf(h, c)["x-forwarded-for"];
     assert.equal(md({}), "127.0.0.1");
     assert.equal(md({ "X-Forwarded-For": "203.0.113.9" }), "203.0.113.9, 127.0.0.1");
     assert.equal(md({ "X-Forwarded-For": "203.0.113.9" }, { ...client, remoteAddress: undefined }), "203.0.113.9");
-    assert.equal(md({}, { ...client, remoteAddress: undefined }), null);
+    assert.equal(md({}, { ...client, remoteAddress: undefined }), undefined);
     assert.equal(md({ "Grpc-Metadata-X-Forwarded-For": "1.2.3.4" }), "127.0.0.1", "not spoofable through the prefix");
   });
 
   test("X-Forwarded-Host: the incoming one, else Host, else the client's host; X-Forwarded-Proto likewise", () => {
-    const md = (h: Record<string, string>, c: ClientInfo = client) => outgoingMetadata(new Headers(h), c);
-    assert.equal(md({ "X-Forwarded-Host": "api.example", Host: "gw" }).get("x-forwarded-host"), "api.example");
-    assert.equal(md({ Host: "gw:1" }).get("x-forwarded-host"), "gw:1");
-    assert.equal(md({}).get("x-forwarded-host"), "gw.local:8080");
-    assert.equal(md({}, { ...client, host: undefined }).get("x-forwarded-host"), null);
-    assert.equal(md({}, { ...client, protocol: "https" }).get("x-forwarded-proto"), "https");
-    assert.equal(md({ "X-Forwarded-Proto": "https" }).get("x-forwarded-proto"), "https");
+    const md = (h: Record<string, string>, c: ClientInfo = client) => metadataOf(h, c);
+    assert.equal(md({ "X-Forwarded-Host": "api.example", Host: "gw" })["x-forwarded-host"], "api.example");
+    assert.equal(md({ Host: "gw:1" })["x-forwarded-host"], "gw:1");
+    assert.equal(md({})["x-forwarded-host"], "gw.local:8080");
+    assert.equal(md({}, { ...client, host: undefined })["x-forwarded-host"], undefined);
+    assert.equal(md({}, { ...client, protocol: "https" })["x-forwarded-proto"], "https");
+    assert.equal(md({ "X-Forwarded-Proto": "https" })["x-forwarded-proto"], "https");
   });
 });
 

@@ -10,7 +10,18 @@ export interface ClientInfo {
   readonly remoteAddress: string | undefined;
   readonly host: string | undefined;
   readonly protocol: "http" | "https";
+  /**
+   * The request's headers as the runtime already parsed them (Node's `IncomingMessage.headers`),
+   * when it has them: reading these skips building a Web `Headers` just to look at each name.
+   */
+  readonly headerFields?: HeaderFields;
 }
+
+/** Lower-case names; a repeated header joined with ", " or listed (Node's IncomingHttpHeaders). */
+export type HeaderFields = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/** Metadata for the upstream call: lower-case keys, each a single wire value (a HeadersInit). */
+export type OutgoingMetadata = Record<string, string>;
 
 const metadataPrefix = "grpc-metadata-";
 
@@ -54,33 +65,49 @@ function isReserved(key: string): boolean {
  * The metadata sent upstream for one request.
  * Throws ConnectError(InvalidArgument) for a `-bin` header that is not base64.
  */
-export function outgoingMetadata(headers: Headers, client: ClientInfo): Headers {
-  const out = new Headers();
+export function outgoingMetadata(headers: Headers, client: ClientInfo): OutgoingMetadata {
+  const out: OutgoingMetadata = {};
+  const fields = client.headerFields;
   const connectionListed = listedInConnection(headers.get("connection"));
-  for (const [name, value] of headers) {
-    if (connectionListed.has(name)) continue;
+  const add = (name: string, value: string): void => {
+    if (connectionListed.has(name)) return;
     if (name === "authorization") {
-      if (validTextValue.test(value)) out.append("authorization", value);
-      continue;
+      if (validTextValue.test(value)) append(out, "authorization", value);
+      return;
     }
-    if (!name.startsWith(metadataPrefix)) continue;
+    if (!name.startsWith(metadataPrefix)) return;
     const key = name.slice(metadataPrefix.length);
-    if (!validKey.test(key) || isReserved(key) || connectionListed.has(key)) continue;
-    if (key.endsWith("-bin")) out.append(key, binaryValue(name, value));
-    else if (validTextValue.test(value)) out.append(key, value);
+    if (!validKey.test(key) || isReserved(key) || connectionListed.has(key)) return;
+    if (key.endsWith("-bin")) append(out, key, binaryValue(name, value));
+    else if (validTextValue.test(value)) append(out, key, value);
+  };
+  if (fields === undefined) {
+    for (const [name, value] of headers) add(name, value);
+  } else {
+    for (const name in fields) {
+      const value = fields[name];
+      if (typeof value === "string") add(name, value);
+      else if (value !== undefined) add(name, value.join(", "));
+    }
   }
 
   const forwardedFor = headers.get("x-forwarded-for");
   const remote = client.remoteAddress;
   if (remote !== undefined && remote !== "") {
-    out.set("x-forwarded-for", forwardedFor ? `${forwardedFor}, ${remote}` : remote);
+    out["x-forwarded-for"] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
   } else if (forwardedFor) {
-    out.set("x-forwarded-for", forwardedFor);
+    out["x-forwarded-for"] = forwardedFor;
   }
   const forwardedHost = headers.get("x-forwarded-host") || headers.get("host") || client.host;
-  if (forwardedHost) out.set("x-forwarded-host", forwardedHost);
-  out.set("x-forwarded-proto", headers.get("x-forwarded-proto") || client.protocol);
+  if (forwardedHost) out["x-forwarded-host"] = forwardedHost;
+  out["x-forwarded-proto"] = headers.get("x-forwarded-proto") || client.protocol;
   return out;
+}
+
+/** A repeated name is one comma-joined value, as `Headers.append` would make it. */
+function append(out: OutgoingMetadata, key: string, value: string): void {
+  const seen = out[key];
+  out[key] = seen === undefined ? value : `${seen}, ${value}`;
 }
 
 /** Header names a `Connection` header declares hop-by-hop for this request. */

@@ -17,13 +17,13 @@ import {
   streamResultChunk,
   type ResponseRenderer,
 } from "./response.ts";
-import { incomingMetadataHeaders, outgoingMetadata, type ClientInfo } from "./metadata.ts";
+import { incomingMetadataHeaders, outgoingMetadata, type ClientInfo, type HeaderFields, type OutgoingMetadata } from "./metadata.ts";
 import { effectiveTimeoutMs } from "./timeout.ts";
 import { asConnectError, Code, ConnectError, httpStatusOfError, withHttpStatus } from "./status.ts";
 import { callInfoKey } from "../upstream/call-info.ts";
 import { file_google_rpc_error_details } from "../../gen/google/rpc/error_details_pb.ts";
 
-export type { ClientInfo };
+export type { ClientInfo, HeaderFields };
 
 export interface TranscoderUpstream {
   readonly name: string;
@@ -162,7 +162,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
         request.headers.get("grpc-timeout"),
       );
       const metadata = outgoingMetadata(request.headers, client);
-      metadata.set("x-request-id", requestId);
+      metadata["x-request-id"] = requestId;
       const kind = route.method.methodKind;
       const call = { route, request, query, variables: match.variables, timeoutMs, metadata, requestId };
       if (kind === "unary") return await unary(call);
@@ -178,7 +178,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     readonly query: string;
     readonly variables: ReadonlyArray<readonly [readonly string[], string]>;
     readonly timeoutMs: number;
-    readonly metadata: Headers;
+    readonly metadata: OutgoingMetadata;
     readonly requestId: string;
   }
 

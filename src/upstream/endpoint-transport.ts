@@ -42,6 +42,7 @@ import {
   isNeverSent,
   neverSentError,
 } from "./grpc-wire.ts";
+import { FieldHeaders } from "./field-headers.ts";
 
 export { isNeverSent };
 
@@ -416,9 +417,9 @@ class UnaryCall<I extends DescMessage, O extends DescMessage> extends Call {
       stream: false,
       service: method.parent,
       method,
-      header: this.trailersOnly ? new Headers() : toHeaders(this.responseHeaders, new Headers()),
+      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders),
       message: this.#message,
-      trailer: toHeaders(this.trailers, new Headers()),
+      trailer: metadataOf(this.trailers),
     });
   }
 }
@@ -573,7 +574,7 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
       stream: true,
       service: method.parent,
       method,
-      header: this.trailersOnly ? new Headers() : toHeaders(this.responseHeaders, new Headers()),
+      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders),
       message: this,
       trailer: this.#trailer,
     });
@@ -595,17 +596,29 @@ function requestHeaders(path: string, timeoutMs: number | undefined, header: Hea
     });
     return out;
   }
-  const entries = Array.isArray(header) ? header : Object.entries(header);
-  for (const [name, value] of entries) {
-    const key = name.toLowerCase();
-    if (key.startsWith(":") || reservedHeaders.has(key)) continue;
-    const seen = out[key];
-    out[key] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [String(seen), value];
+  if (Array.isArray(header)) {
+    for (const [name, value] of header) addRequestHeader(out, name, value);
+  } else {
+    // A plain record: what the transcoder sends (its keys are lower-case already).
+    const record = header as Record<string, string>;
+    for (const name in record) addRequestHeader(out, name, record[name]);
   }
   return out;
 }
 
-/** Response headers or trailers as Connect metadata (pseudo-headers left out). */
+function addRequestHeader(out: OutgoingHttpHeaders, name: string, value: string): void {
+  const key = name.toLowerCase();
+  if (key.charCodeAt(0) === 58 /* ":" */ || reservedHeaders.has(key)) return;
+  const seen = out[key];
+  out[key] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [String(seen), value];
+}
+
+/** Response headers or trailers as Connect metadata, read lazily (see FieldHeaders). */
+function metadataOf(fields: IncomingHttpHeaders | undefined): Headers {
+  return fields === undefined ? new Headers() : new FieldHeaders(fields);
+}
+
+/** Response headers or trailers copied into `into` (pseudo-headers left out). */
 function toHeaders(fields: IncomingHttpHeaders | undefined, into: Headers): Headers {
   if (fields === undefined) return into;
   for (const key in fields) {

@@ -1,0 +1,126 @@
+/**
+ * Connect metadata (a Web `Headers`) over a header block node:http2 has already parsed.
+ *
+ * A real `Headers` validates every name and value and sorts on each iteration: about 1 µs per
+ * header block, twice per call (headers and trailers), for metadata that is usually read once.
+ * This one answers reads straight from the parsed fields and becomes an ordinary `Headers`
+ * (filled from them) only when something changes it. Pseudo-headers are not metadata and are
+ * left out, as connect-node leaves them out.
+ */
+import type { IncomingHttpHeaders } from "node:http2";
+
+export class FieldHeaders extends Headers {
+  /** Until the first change; then undefined and `super` holds everything. */
+  #fields: IncomingHttpHeaders | undefined;
+  #names: string[] | undefined;
+
+  constructor(fields: IncomingHttpHeaders) {
+    super();
+    this.#fields = fields;
+  }
+
+  /** Names as `Headers` iterates them: lower-case, sorted, pseudo-headers and empty entries out. */
+  #sortedNames(fields: IncomingHttpHeaders): string[] {
+    if (this.#names !== undefined) return this.#names;
+    const names: string[] = [];
+    for (const name in fields) {
+      if (name.charCodeAt(0) !== 58 /* ":" */ && fields[name] !== undefined) names.push(name);
+    }
+    return (this.#names = names.sort());
+  }
+
+  /** The fields moved into the real Headers, before a change. Values Headers refuses are dropped. */
+  #own(): void {
+    const fields = this.#fields;
+    if (fields === undefined) return;
+    this.#fields = undefined;
+    for (const name of this.#sortedNames(fields)) {
+      const value = fields[name]!;
+      try {
+        if (Array.isArray(value)) for (const v of value) super.append(name, v);
+        else super.append(name, String(value));
+      } catch {
+        // As toHeaders does: a value Headers refuses is dropped rather than failing the call.
+      }
+    }
+    this.#names = undefined;
+  }
+
+  override get(name: string): string | null {
+    const fields = this.#fields;
+    if (fields === undefined) return super.get(name);
+    if (!headerName.test(name)) throw new TypeError(`Headers.get: "${name}" is an invalid header name.`);
+    return joined(fields[name.toLowerCase()]);
+  }
+
+  override has(name: string): boolean {
+    return this.get(name) !== null;
+  }
+
+  override getSetCookie(): string[] {
+    const fields = this.#fields;
+    if (fields === undefined) return super.getSetCookie();
+    const value = fields["set-cookie"];
+    return value === undefined ? [] : Array.isArray(value) ? [...value] : [String(value)];
+  }
+
+  override append(name: string, value: string): void {
+    this.#own();
+    super.append(name, value);
+  }
+
+  override set(name: string, value: string): void {
+    this.#own();
+    super.set(name, value);
+  }
+
+  override delete(name: string): void {
+    this.#own();
+    super.delete(name);
+  }
+
+  override forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
+    for (const [key, value] of this) callback.call(thisArg, value, key, this);
+  }
+
+  override *entries(): HeadersIterator<[string, string]> {
+    const fields = this.#fields;
+    if (fields === undefined) {
+      yield* super.entries();
+      return;
+    }
+    for (const name of this.#sortedNames(fields)) {
+      if (name === "set-cookie") {
+        for (const cookie of this.getSetCookie()) yield [name, cookie];
+      } else {
+        yield [name, joined(fields[name])!];
+      }
+    }
+  }
+
+  override *keys(): HeadersIterator<string> {
+    for (const [key] of this.entries()) yield key;
+  }
+
+  override *values(): HeadersIterator<string> {
+    for (const [, value] of this.entries()) yield value;
+  }
+
+  override [Symbol.iterator](): HeadersIterator<[string, string]> {
+    return this.entries();
+  }
+}
+
+/** One value as `Headers.get` gives it: repeated values joined with ", ", outer whitespace stripped. */
+function joined(value: string | string[] | undefined): string | null {
+  if (value === undefined) return null;
+  const text = Array.isArray(value) ? value.join(", ") : String(value);
+  return httpWhitespace.test(text) ? text.replace(outerWhitespace, "") : text;
+}
+
+/** An HTTP field name (RFC 9110 token), what Headers accepts. */
+const headerName = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Headers strips HTTP whitespace (tab, space, CR, LF) only, not all that String.trim does. */
+const httpWhitespace = /^[\t\n\r ]|[\t\n\r ]$/;
+const outerWhitespace = /^[\t\n\r ]+|[\t\n\r ]+$/g;
