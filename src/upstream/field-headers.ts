@@ -12,21 +12,25 @@ import type { IncomingHttpHeaders } from "node:http2";
 export class FieldHeaders extends Headers {
   /** Until the first change; then undefined and `super` holds everything. */
   #fields: IncomingHttpHeaders | undefined;
-  #names: string[] | undefined;
+  #entries: Array<[string, string]> | undefined;
 
   constructor(fields: IncomingHttpHeaders) {
     super();
     this.#fields = fields;
   }
 
-  /** Names as `Headers` iterates them: lower-case, sorted, pseudo-headers and empty entries out. */
-  #sortedNames(fields: IncomingHttpHeaders): string[] {
-    if (this.#names !== undefined) return this.#names;
-    const names: string[] = [];
-    for (const name in fields) {
-      if (name.charCodeAt(0) !== 58 /* ":" */ && fields[name] !== undefined) names.push(name);
+  /** The entries as `Headers` iterates them: names sorted, set-cookie values one by one. */
+  #pairs(fields: IncomingHttpHeaders): Array<[string, string]> {
+    if (this.#entries !== undefined) return this.#entries;
+    const names = Object.keys(fields).sort();
+    const pairs: Array<[string, string]> = [];
+    for (const name of names) {
+      const value = fields[name];
+      if (name.charCodeAt(0) === 58 /* ":" */ || value === undefined) continue;
+      if (name === "set-cookie" && Array.isArray(value)) for (const cookie of value) pairs.push([name, cookie]);
+      else pairs.push([name, joined(value)!]);
     }
-    return (this.#names = names.sort());
+    return (this.#entries = pairs);
   }
 
   /** The fields moved into the real Headers, before a change. Values Headers refuses are dropped. */
@@ -34,8 +38,10 @@ export class FieldHeaders extends Headers {
     const fields = this.#fields;
     if (fields === undefined) return;
     this.#fields = undefined;
-    for (const name of this.#sortedNames(fields)) {
-      const value = fields[name]!;
+    this.#entries = undefined;
+    for (const name in fields) {
+      const value = fields[name];
+      if (name.charCodeAt(0) === 58 /* ":" */ || value === undefined) continue;
       try {
         if (Array.isArray(value)) for (const v of value) super.append(name, v);
         else super.append(name, String(value));
@@ -43,7 +49,6 @@ export class FieldHeaders extends Headers {
         // As toHeaders does: a value Headers refuses is dropped rather than failing the call.
       }
     }
-    this.#names = undefined;
   }
 
   override get(name: string): string | null {
@@ -83,27 +88,22 @@ export class FieldHeaders extends Headers {
     for (const [key, value] of this) callback.call(thisArg, value, key, this);
   }
 
-  override *entries(): HeadersIterator<[string, string]> {
+  override entries(): HeadersIterator<[string, string]> {
     const fields = this.#fields;
-    if (fields === undefined) {
-      yield* super.entries();
-      return;
-    }
-    for (const name of this.#sortedNames(fields)) {
-      if (name === "set-cookie") {
-        for (const cookie of this.getSetCookie()) yield [name, cookie];
-      } else {
-        yield [name, joined(fields[name])!];
-      }
-    }
+    if (fields === undefined) return super.entries();
+    return this.#pairs(fields)[Symbol.iterator]() as HeadersIterator<[string, string]>;
   }
 
-  override *keys(): HeadersIterator<string> {
-    for (const [key] of this.entries()) yield key;
+  override keys(): HeadersIterator<string> {
+    const fields = this.#fields;
+    if (fields === undefined) return super.keys();
+    return this.#pairs(fields).map(([key]) => key)[Symbol.iterator]() as HeadersIterator<string>;
   }
 
-  override *values(): HeadersIterator<string> {
-    for (const [, value] of this.entries()) yield value;
+  override values(): HeadersIterator<string> {
+    const fields = this.#fields;
+    if (fields === undefined) return super.values();
+    return this.#pairs(fields).map(([, value]) => value)[Symbol.iterator]() as HeadersIterator<string>;
   }
 
   override [Symbol.iterator](): HeadersIterator<[string, string]> {
