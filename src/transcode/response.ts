@@ -5,6 +5,7 @@
 import {
   create,
   createRegistry,
+  fromBinary,
   ScalarType,
   toBinary,
   toJson,
@@ -17,7 +18,9 @@ import {
 } from "@bufbuild/protobuf";
 import { base64Encode } from "@bufbuild/protobuf/wire";
 import { AnySchema, anyPack, isWrapperDesc } from "@bufbuild/protobuf/wkt";
-import type { ConnectError } from "./status.ts";
+import { WireMessage } from "../upstream/call-info.ts";
+import { Code, ConnectError } from "./status.ts";
+import { compileWireJsonWriter } from "./wire-json.ts";
 
 export interface JsonOptions {
   readonly registry: Registry;
@@ -28,8 +31,13 @@ export interface JsonOptions {
 }
 
 export interface ResponseRenderer {
-  /** The JSON text of one response message (honours response_body). */
-  render(message: Message): string;
+  /**
+   * The JSON text of one response message (honours response_body). A WireMessage is rendered
+   * from its bytes; a ConnectError(Internal) says when they do not decode.
+   */
+  render(message: Message | WireMessage): string;
+  /** Renders WireMessages directly: the transport may leave response messages undecoded. */
+  readonly rendersWire: boolean;
 }
 
 /** Compiled once per route. Throws a plain Error if `responseBody` names no field of `output`. */
@@ -45,7 +53,19 @@ export function compileResponseRenderer(
     enumAsInteger: false,
   };
   if (responseBody === undefined) {
-    return { render: (message) => JSON.stringify(toJson(output, message, write)) };
+    const fromWire = compileWireJsonWriter(output, {
+      registry: options.registry,
+      alwaysEmitImplicit: options.emitUnpopulated,
+      useProtoFieldName: options.useProtoNames,
+    });
+    if (fromWire === undefined) return decoded(output, (message) => JSON.stringify(toJson(output, message, write)));
+    return {
+      rendersWire: true,
+      render(message) {
+        if (!(message instanceof WireMessage)) return JSON.stringify(toJson(output, message, write));
+        return JSON.stringify(undecodable(() => fromWire(message.bytes)));
+      },
+    };
   }
   const field = output.fields.find((f) => f.name === responseBody || f.jsonName === responseBody);
   if (field === undefined) throw new Error(`response_body "${responseBody}" names no field of ${output.typeName}`);
@@ -55,22 +75,36 @@ export function compileResponseRenderer(
     // marshals a nil message. (Wrapper fields hold plain values locally: the general path.)
     const localName = field.localName;
     const desc = field.message;
-    return {
-      render(message) {
-        const value = (message as unknown as Record<string, Message | undefined>)[localName];
-        return value === undefined ? "{}" : JSON.stringify(toJson(desc, value, write));
-      },
-    };
+    return decoded(output, (message) => {
+      const value = (message as unknown as Record<string, Message | undefined>)[localName];
+      return value === undefined ? "{}" : JSON.stringify(toJson(desc, value, write));
+    });
   }
   const key = options.useProtoNames ? field.name : field.jsonName;
   const unset = unsetJson(field, options.emitUnpopulated);
+  return decoded(output, (message) => {
+    const json = toJson(output, message, write) as Record<string, JsonValue>;
+    const value = json[key];
+    return value === undefined ? unset : JSON.stringify(value);
+  });
+}
+
+/** A renderer of decoded messages; a WireMessage (not asked for, but possible) is decoded first. */
+function decoded(output: DescMessage, render: (message: Message) => string): ResponseRenderer {
   return {
-    render(message) {
-      const json = toJson(output, message, write) as Record<string, JsonValue>;
-      const value = json[key];
-      return value === undefined ? unset : JSON.stringify(value);
-    },
+    rendersWire: false,
+    render: (message) =>
+      render(message instanceof WireMessage ? undecodable(() => fromBinary(output, message.bytes)) : message),
   };
+}
+
+/** Response bytes that do not decode are the upstream's fault: Internal, as the transport says it. */
+function undecodable<T>(decode: () => T): T {
+  try {
+    return decode();
+  } catch (e) {
+    throw new ConnectError(`cannot decode the response: ${(e as Error).message}`, Code.Internal);
+  }
 }
 
 /** What grpc-gateway writes for a response_body field that the JSON of its message omits. */

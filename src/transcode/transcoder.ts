@@ -102,6 +102,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     const method = spec.method;
     const name = `/${method.parent.typeName}/${method.name}`;
     try {
+      const renderer = compileResponseRenderer(method.output, spec.responseBody, jsonOptions);
       const compiled: CompiledRoute = {
         spec,
         method,
@@ -111,11 +112,13 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
           spec.template.variables.map((v) => v.fieldPath),
           { registry },
         ),
-        renderer: compileResponseRenderer(method.output, spec.responseBody, jsonOptions),
+        renderer,
         upstream,
         contextValues: createContextValues().set(callInfoKey, {
           idempotent: idempotentMethods.has(spec.httpMethod),
           route: spec.rule,
+          // The renderer reads response bytes itself: no protobuf-es message per response.
+          wireMessages: renderer.rendersWire,
         }),
       };
       router.add(spec.httpMethod, spec.template, compiled);
@@ -268,12 +271,25 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       result.header,
     );
     const encoder = new TextEncoder();
-    let pending: IteratorResult<unknown> | undefined = first;
+    // Rendered before answering, so that a first message that does not decode is still a real
+    // HTTP status rather than a 200 with an error line.
+    let pending: string | undefined;
+    try {
+      if (!first.done) pending = streamResultChunk(route.renderer.render(first.value as Message), format);
+    } catch (e) {
+      await iterator.return?.(); // the upstream stream is not left open
+      throw e;
+    }
+    const ended = first.done === true;
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
-          const next = pending ?? (await iterator.next());
-          pending = undefined;
+          if (pending !== undefined) {
+            controller.enqueue(encoder.encode(pending));
+            pending = undefined;
+            return;
+          }
+          const next = ended ? { done: true as const, value: undefined } : await iterator.next();
           if (next.done) {
             controller.close();
             return;

@@ -6,6 +6,19 @@ export interface CallInfo {
   readonly idempotent: boolean;
   /** The matched HTTP rule, for logs and metrics. */
   readonly route: string;
+  /**
+   * The caller renders response messages from their bytes (straight to JSON): the transport
+   * hands each one over undecoded, as a WireMessage, instead of building a protobuf-es message.
+   */
+  readonly wireMessages?: boolean;
+}
+
+/** A response message as it came off the wire (see CallInfo.wireMessages). */
+export class WireMessage {
+  readonly bytes: Uint8Array;
+  constructor(bytes: Uint8Array) {
+    this.bytes = bytes;
+  }
 }
 
 export const callInfoKey = createContextKey<CallInfo>(

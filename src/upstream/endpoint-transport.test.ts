@@ -3,9 +3,11 @@ import assert from "node:assert/strict";
 import { getEventListeners } from "node:events";
 import { constants, createServer, type ServerHttp2Stream } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { rejection } from "../../tests/support/wait.ts";
+import { callInfoKey, WireMessage } from "./call-info.ts";
 import { EndpointTransport, isNeverSent } from "./endpoint-transport.ts";
 import { EndpointSessions } from "./session.ts";
 import { freePort, input, mirrorMethods, startMirrorBackend, type MirrorBackend } from "../../tests/backends/mirror-connect.ts";
@@ -83,6 +85,27 @@ test("unary: an init object is accepted as input, and the backend sees our metad
   assert.equal(identity.metadata["te"], "trailers", "te cannot be overridden");
   assert.match(identity.metadata["grpc-timeout"], /^\d+m$/);
   assert.ok(Number(identity.metadata["grpc-timeout"].slice(0, -1)) <= 3000);
+});
+
+test("wireMessages: response messages come back as their bytes, unary and streaming", limit, async () => {
+  const wire = createContextValues().set(callInfoKey, { idempotent: false, route: "", wireMessages: true });
+  const sent = input(echoPost, { s: "abc", i64: 42n });
+  const unary = await transport.unary(echoPost, undefined, 5000, {}, sent as never, wire);
+  assert.ok(unary.message instanceof WireMessage);
+  const decoded = fromBinary(echoPost.output, (unary.message as unknown as WireMessage).bytes) as unknown as { s: string; i64: bigint };
+  assert.equal(decoded.s, "abc");
+  assert.equal(decoded.i64, 42n);
+
+  const streamed = await transport.stream(stream, undefined, 5000, {}, messages(input(stream, { count: 3 })) as never, wire);
+  const items: number[] = [];
+  for await (const m of streamed.message) {
+    assert.ok(m instanceof WireMessage);
+    items.push((fromBinary(stream.output, (m as unknown as WireMessage).bytes) as unknown as { i32: number }).i32);
+  }
+  assert.deepEqual(items, [0, 1, 2]);
+  // Without the flag, messages are decoded as Connect's Transport promises.
+  const plain = await transport.unary(echoPost, undefined, 5000, {}, sent as never, createContextValues());
+  assert.ok(!(plain.message instanceof WireMessage));
 });
 
 test("server streaming: the first message arrives while the server still holds the stream open", limit, async () => {

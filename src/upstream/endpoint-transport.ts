@@ -42,6 +42,7 @@ import {
   isNeverSent,
   neverSentError,
 } from "./grpc-wire.ts";
+import { callInfoKey, WireMessage } from "./call-info.ts";
 import { FieldHeaders } from "./field-headers.ts";
 
 export { isNeverSent };
@@ -120,10 +121,10 @@ export class EndpointTransport implements Transport {
     timeoutMs: number | undefined,
     header: HeadersInit | undefined,
     input: MessageInitShape<I>,
-    _contextValues?: ContextValues,
+    contextValues?: ContextValues,
   ): Promise<UnaryResponse<I, O>> {
     return new Promise((resolve, reject) => {
-      const call = new UnaryCall<I, O>(this, method, resolve, reject);
+      const call = new UnaryCall<I, O>(this, wantsWire(contextValues), method, resolve, reject);
       const payload = call.start(method, signal, timeoutMs, header, () => encodeMessage(method.input, input));
       if (payload !== undefined) call.stream!.end(payload);
     });
@@ -135,15 +136,28 @@ export class EndpointTransport implements Transport {
     timeoutMs: number | undefined,
     header: HeadersInit | undefined,
     input: AsyncIterable<MessageInitShape<I>>,
-    _contextValues?: ContextValues,
+    contextValues?: ContextValues,
   ): Promise<StreamResponse<I, O>> {
     return new Promise((resolve, reject) => {
-      const call = new StreamingCall<I, O>(this, method, resolve, reject);
+      const call = new StreamingCall<I, O>(this, wantsWire(contextValues), method, resolve, reject);
       if (call.start(method, signal, timeoutMs, header, () => true) !== undefined) {
         void call.pump(input);
       }
     });
   }
+}
+
+function wantsWire(contextValues: ContextValues | undefined): boolean {
+  return contextValues?.get(callInfoKey).wireMessages === true;
+}
+
+/**
+ * A response message: decoded, or left as its bytes for a caller that asked for them (the
+ * transcoder renders those straight to JSON; see CallInfo.wireMessages). The cast keeps
+ * Connect's Transport signature: only a caller that set the flag ever sees a WireMessage.
+ */
+function decodeMessage<O extends DescMessage>(schema: O, payload: Uint8Array, wire: boolean): MessageShape<O> {
+  return wire ? (new WireMessage(payload) as unknown as MessageShape<O>) : fromBinary(schema, payload);
 }
 
 function encodeMessage<I extends DescMessage>(schema: I, input: MessageInitShape<I>): Uint8Array {
@@ -173,8 +187,12 @@ abstract class Call {
   #started = 0;
   #latencyMs = -1;
 
-  constructor(transport: EndpointTransport) {
+  /** Response messages are handed over as WireMessage (see decodeMessage). */
+  protected readonly wire: boolean;
+
+  constructor(transport: EndpointTransport, wire: boolean) {
     this.transport = transport;
+    this.wire = wire;
   }
 
   /** A complete response message arrived (not called after `finish`). */
@@ -379,11 +397,12 @@ class UnaryCall<I extends DescMessage, O extends DescMessage> extends Call {
 
   constructor(
     transport: EndpointTransport,
+    wire: boolean,
     method: DescMethodUnary<I, O>,
     resolve: (response: UnaryResponse<I, O>) => void,
     reject: (error: ConnectError) => void,
   ) {
-    super(transport);
+    super(transport, wire);
     this.#method = method;
     this.#resolve = resolve;
     this.#reject = reject;
@@ -397,7 +416,7 @@ class UnaryCall<I extends DescMessage, O extends DescMessage> extends Call {
       return;
     }
     try {
-      this.#message = fromBinary(this.#method.output, payload);
+      this.#message = decodeMessage(this.#method.output, payload, this.wire);
     } catch (e) {
       this.finish(new ConnectError(`cannot decode the response: ${describe(e)}`, Code.Internal), true);
     }
@@ -444,11 +463,12 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
 
   constructor(
     transport: EndpointTransport,
+    wire: boolean,
     method: DescMethodStreaming<I, O>,
     resolve: (response: StreamResponse<I, O>) => void,
     reject: (error: ConnectError) => void,
   ) {
-    super(transport);
+    super(transport, wire);
     this.#method = method;
     this.#resolve = resolve;
     this.#reject = reject;
@@ -526,7 +546,7 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
   protected onMessage(payload: Uint8Array): void {
     let message: MessageShape<O>;
     try {
-      message = fromBinary(this.#method.output, payload);
+      message = decodeMessage(this.#method.output, payload, this.wire);
     } catch (e) {
       this.finish(new ConnectError(`cannot decode a response message: ${describe(e)}`, Code.Internal), true);
       return;

@@ -4,6 +4,8 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createServer, type Http2Server } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { startMirrorConnect } from "../backends/mirror-connect.ts";
 import { startMirrorGrpcJs } from "../backends/mirror-grpcjs.ts";
 import { call, mirrorConfig, startGatewayWithConfig, type RunningGateway } from "./harness.ts";
@@ -321,3 +323,45 @@ for (const [kind, start] of Object.entries(backends)) {
     });
   });
 }
+
+describe("response bytes that do not decode", () => {
+  // A backend that answers every call with one message that is not a valid Everything (field 1,
+  // a string, with invalid UTF-8), then grpc-status 0. Responses are rendered from their bytes
+  // (src/transcode/wire-json.ts), so this must still be the upstream's fault: 500, Internal.
+  let server: Http2Server;
+  let gw: RunningGateway;
+  before(async () => {
+    server = createServer();
+    server.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.resume();
+      stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      const bad = Uint8Array.of(0x0a, 0x02, 0xc3, 0x28); // s = "\xc3\x28"
+      const frame = new Uint8Array(5 + bad.length);
+      new DataView(frame.buffer).setUint32(1, bad.length);
+      frame.set(bad, 5);
+      stream.end(frame);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    gw = await startGatewayWithConfig(mirrorConfig({ static: [`127.0.0.1:${port}`], timeout: "3s" }));
+  });
+  after(async () => {
+    await gw?.stop();
+    await new Promise((resolve) => server?.close(resolve));
+  });
+
+  test("a unary answer is 500 Internal with a google.rpc.Status that says why", async () => {
+    const res = await call(`${gw.url}/v1/mirror/abc/1`);
+    assert.equal(res.status, 500);
+    assert.equal(res.json.code, 13);
+    assert.match(res.json.message, /cannot decode the response/);
+  });
+
+  test("a stream's first message fails the call the same way", async () => {
+    const res = await call(`${gw.url}/v1/stream/2`);
+    assert.equal(res.status, 500);
+    assert.equal(res.json.code, 13);
+  });
+});
