@@ -25,6 +25,8 @@ import {
   type Registry,
 } from "@bufbuild/protobuf";
 import { compileFieldSetter, compileQueryParser, findField, newJsonObject, type FieldSetter, type QueryParser } from "./query.ts";
+import { WireMessage } from "../upstream/call-info.ts";
+import { compileJsonWireEncoder } from "./json-wire.ts";
 import { Code, ConnectError } from "./status.ts";
 
 export interface RequestMapperOptions {
@@ -41,11 +43,17 @@ export interface HttpRequestParts {
   readonly bodyText: string | undefined;
 }
 
+/**
+ * A request message: a protobuf-es message, or already its bytes when the JSON tree was in the
+ * canonical form json-wire.ts encodes directly (the transport sends those as they are).
+ */
+export type RequestMessage = Message | WireMessage;
+
 export interface RequestMapper {
   /** The request message for one unary/server-streaming call. Throws ConnectError(InvalidArgument). */
-  map(req: HttpRequestParts, strict: boolean): Message;
+  map(req: HttpRequestParts, strict: boolean): RequestMessage;
   /** One message of a client-streaming call: one NDJSON line, mapped like the body, plus path variables. */
-  mapStreamItem(line: string, variables: HttpRequestParts["variables"], strict: boolean): Message;
+  mapStreamItem(line: string, variables: HttpRequestParts["variables"], strict: boolean): RequestMessage;
 }
 
 interface PathVariable {
@@ -82,12 +90,17 @@ export function compileRequestMapper(
         ...(bodyField === undefined ? [] : [[bodyField]]),
       ]);
   const patchMask = bodyField === undefined ? undefined : patchMaskField(input, bodyField);
+  const encodeLenient = compileJsonWireEncoder(input, { ignoreUnknownFields: true });
+  const encodeStrict = compileJsonWireEncoder(input, { ignoreUnknownFields: false });
 
   /**
    * Decodes `tree`, then merges the path variables that fall inside the client's JSON (so they
-   * win over it). `ownTree`: the tree's top level is ours, not the client's.
+   * win over it). `ownTree`: the tree's top level is ours, not the client's. `asBytes`: the
+   * caller takes the message as bytes (it does not read the fields afterwards).
    */
-  function decode(tree: JsonValue, ownTree: boolean, vars: HttpRequestParts["variables"], strict: boolean): Message {
+  function decode(tree: JsonValue, ownTree: boolean, vars: HttpRequestParts["variables"], strict: boolean, asBytes: true): RequestMessage;
+  function decode(tree: JsonValue, ownTree: boolean, vars: HttpRequestParts["variables"], strict: boolean, asBytes: false): Message;
+  function decode(tree: JsonValue, ownTree: boolean, vars: HttpRequestParts["variables"], strict: boolean, asBytes: boolean): RequestMessage {
     const read = strict ? strictRead : lenient;
     let insideBody: JsonObject | undefined;
     for (const [path, value] of vars) {
@@ -97,6 +110,11 @@ export function compileRequestMapper(
       }
       if (variable.insideBody || !ownTree) variable.setter.set((insideBody ??= newJsonObject()), value);
       else variable.setter.set(tree as JsonObject, value);
+    }
+    if (asBytes && insideBody === undefined) {
+      // No merge to do: the canonical tree goes straight to bytes, anything else to protobuf-es.
+      const bytes = (strict ? encodeStrict : encodeLenient)(tree);
+      if (bytes !== undefined) return new WireMessage(bytes);
     }
     let message: Message;
     try {
@@ -132,14 +150,15 @@ export function compileRequestMapper(
         tree = bodyTree(bodyJson);
         query?.apply(req.query, tree as JsonObject);
       }
-      const message = decode(tree, !wholeBody, req.variables, strict);
-      if (patchMask !== undefined && req.httpMethod.toUpperCase() === "PATCH") {
-        fillPatchMask(message, patchMask, (bodyField as DescField & { fieldKind: "message" }).message, bodyJson);
+      if (patchMask === undefined || req.httpMethod.toUpperCase() !== "PATCH") {
+        return decode(tree, !wholeBody, req.variables, strict, true);
       }
+      const message = decode(tree, !wholeBody, req.variables, strict, false);
+      fillPatchMask(message, patchMask, (bodyField as DescField & { fieldKind: "message" }).message, bodyJson);
       return message;
     },
     mapStreamItem(line, vars, strict) {
-      return decode(bodyTree(parseBody(line)), bodyField !== undefined, vars, strict);
+      return decode(bodyTree(parseBody(line)), bodyField !== undefined, vars, strict, true);
     },
   };
 }

@@ -9,7 +9,7 @@ import { createRegistry, type DescMethod, type FileRegistry, type Message, type 
 import { createContextValues, type ContextValues, type Transport } from "@connectrpc/connect";
 import type { RouteSpec } from "../schema/routes.ts";
 import { Router, RouteConflictError } from "./router.ts";
-import { compileRequestMapper, type RequestMapper } from "./request.ts";
+import { compileRequestMapper, type RequestMapper, type RequestMessage } from "./request.ts";
 import {
   compileResponseRenderer,
   renderStatus,
@@ -27,6 +27,11 @@ export type { ClientInfo, HeaderFields };
 
 export interface TranscoderUpstream {
   readonly name: string;
+  /**
+   * grpc-edge's (UpstreamPool / EndpointTransport): besides Connect's Transport contract it
+   * sends a WireMessage input as it is and honours CallInfo.wireMessages, which is how requests
+   * and responses skip protobuf-es messages on the hot path.
+   */
   readonly transport: Transport;
   readonly timeoutMs: number;
 }
@@ -185,7 +190,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     readonly requestId: string;
   }
 
-  async function requestMessage(call: Call): Promise<Message> {
+  async function requestMessage(call: Call): Promise<RequestMessage> {
     const { route, request } = call;
     const bodyText = route.spec.body === undefined ? undefined : await readBody(request, maxRequestBytes);
     return route.mapper.map(
@@ -208,7 +213,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       call.request.signal,
       call.timeoutMs,
       call.metadata,
-      input,
+      input as Message, // a WireMessage is sent as it is (see TranscoderUpstream)
       call.route.contextValues,
     );
     const headers = responseHeaders({ "content-type": jsonType, "x-request-id": call.requestId }, result.header, result.trailer);
@@ -222,7 +227,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     // A bad NDJSON line fails the call with its own 400, not with whatever the transport makes
     // of an input stream that threw.
     let inputError: unknown;
-    const input: AsyncIterable<Message> = clientStreams
+    const input: AsyncIterable<RequestMessage> = clientStreams
       ? recordingFailure(
           ndjsonMessages(request, maxRequestBytes, (line) => route.mapper.mapStreamItem(line, call.variables, strict)),
           (e) => (inputError = e),
@@ -235,7 +240,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
     }
   }
 
-  async function streamingCall(call: Call, input: AsyncIterable<Message>): Promise<Response> {
+  async function streamingCall(call: Call, input: AsyncIterable<RequestMessage>): Promise<Response> {
     const { route, request } = call;
     const kind = route.method.methodKind;
     const method = route.method as DescMethod & { methodKind: "server_streaming" };
@@ -244,7 +249,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       request.signal,
       call.timeoutMs,
       call.metadata,
-      input,
+      input as AsyncIterable<Message>, // WireMessages are sent as they are (see TranscoderUpstream)
       call.route.contextValues,
     );
     const iterator = result.message[Symbol.asyncIterator]();
@@ -349,7 +354,7 @@ function wantsEventStream(request: Request): boolean {
   return (request.headers.get("accept") ?? "").includes("text/event-stream");
 }
 
-async function* single(message: Message): AsyncIterable<Message> {
+async function* single(message: RequestMessage): AsyncIterable<RequestMessage> {
   yield message;
 }
 
@@ -413,8 +418,8 @@ async function* recordingFailure<T>(source: AsyncIterable<T>, onError: (e: unkno
 async function* ndjsonMessages(
   request: Request,
   maxLineBytes: number,
-  mapLine: (line: string) => Message,
-): AsyncIterable<Message> {
+  mapLine: (line: string) => RequestMessage,
+): AsyncIterable<RequestMessage> {
   if (request.body === null) return;
   // A UTF-16 unit is at least one byte of UTF-8: more units than bytes allowed is too long.
   const checkLine = (units: number) => {

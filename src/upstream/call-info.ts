@@ -13,7 +13,10 @@ export interface CallInfo {
   readonly wireMessages?: boolean;
 }
 
-/** A response message as it came off the wire (see CallInfo.wireMessages). */
+/**
+ * A message as its protobuf bytes: a response as it came off the wire (see
+ * CallInfo.wireMessages), or a request the caller encoded itself (sent as it is).
+ */
 export class WireMessage {
   readonly bytes: Uint8Array;
   constructor(bytes: Uint8Array) {

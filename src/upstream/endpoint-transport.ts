@@ -161,6 +161,8 @@ function decodeMessage<O extends DescMessage>(schema: O, payload: Uint8Array, wi
 }
 
 function encodeMessage<I extends DescMessage>(schema: I, input: MessageInitShape<I>): Uint8Array {
+  // A request already encoded by the caller (the transcoder's json-wire.ts) goes as it is.
+  if (input instanceof WireMessage) return encodeFrame(input.bytes);
   const message = isMessage(input, schema) ? input : create(schema, input);
   return encodeFrame(toBinary(schema, message as MessageShape<I>));
 }

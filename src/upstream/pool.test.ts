@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { WireMessage } from "./call-info.ts";
 import { isNeverSent } from "./endpoint-transport.ts";
 import type { UpstreamPool } from "./pool.ts";
 import { until } from "../../tests/support/wait.ts";
@@ -327,5 +329,24 @@ test("close(graceful): in-flight calls finish, later calls fail Unavailable at o
     assert.deepEqual(p.snapshot().endpoints, []);
   } finally {
     await a.stop();
+  }
+});
+
+test("a request already encoded (WireMessage) goes out as it is, unary and streaming", limit, async () => {
+  const list = await backends(1);
+  const p = pool();
+  p.update(list.map((b) => endpoint(b)));
+  try {
+    const sent = toBinary(echoPost.input, input(echoPost, { s: "pre-encoded", i64: 7n }) as never);
+    const unary = await p.unary(echoPost, undefined, 5000, undefined, new WireMessage(sent) as never);
+    const echoed = unary.message as unknown as { s: string; i64: bigint };
+    assert.deepEqual([echoed.s, echoed.i64], ["pre-encoded", 7n]);
+    const request = toBinary(stream.input, input(stream, { count: 2 }) as never);
+    const response = await p.stream(stream, undefined, 5000, undefined, messages(new WireMessage(request)) as never);
+    let n = 0;
+    for await (const _ of response.message) n++;
+    assert.equal(n, 2);
+  } finally {
+    await stopAll(p, list);
   }
 });

@@ -31,7 +31,7 @@ import {
 } from "@connectrpc/connect";
 import { endpointKey, type DiscoveredEndpoint } from "../discovery/types.ts";
 import { createPolicy, decayedLatency, peakEwma, type BalancerName, type BalancerPolicy, type Endpoint } from "./balancer.ts";
-import { callInfoKey } from "./call-info.ts";
+import { callInfoKey, WireMessage } from "./call-info.ts";
 import { EndpointTransport, isNeverSent, type CallObserver, type CallOutcome } from "./endpoint-transport.ts";
 import { HealthProbe, type HealthCheckOptions, type HealthStatus } from "./health.ts";
 import { OutlierDetector, type OutlierOptions, type OutlierRecord } from "./outlier.ts";
@@ -246,7 +246,9 @@ export class UpstreamPool implements Transport {
     input: MessageInitShape<I>,
     contextValues?: ContextValues,
   ): Promise<UnaryResponse<I, O>> {
-    const message: MessageShape<I> = isMessage(input, method.input) ? input : create(method.input, input);
+    // Built once for every attempt; a WireMessage (already encoded by the caller) stays as it is.
+    const message: MessageShape<I> =
+      input instanceof WireMessage || isMessage(input, method.input) ? (input as MessageShape<I>) : create(method.input, input);
     return this.#call(signal, timeoutMs, contextValues, () => true, (endpoint, remainingMs) =>
       endpoint.transport.unary(method, signal, remainingMs, header, message, contextValues),
     );
