@@ -20,8 +20,9 @@ test("gen/ matches what buf generates from proto/ (run `npm run generate` and co
   const out = mkdtempSync(join(tmpdir(), "grpc-edge-gen-"));
   try {
     execFileSync(buf, ["generate", "--output", out], { cwd: root, stdio: "pipe" });
-    for (const set of ["demo", "mirror", "health"]) {
-      const path = set === "health" ? "proto/grpc" : `proto/${set}`;
+    // The descriptor sets `npm run generate` builds (package.json), each from its folder.
+    const sets = { demo: "proto/demo", mirror: "proto/mirror", health: "proto/grpc", testing: "proto/testing" };
+    for (const [set, path] of Object.entries(sets)) {
       execFileSync(buf, ["build", "-o", join(out, "gen", `${set}.binpb`), "--path", path], {
         cwd: root,
         stdio: "pipe",
