@@ -21,9 +21,25 @@ export interface JsonWireOptions {
   readonly ignoreUnknownFields: boolean;
 }
 
+/**
+ * Plans depend on the schema only, so every route and option set shares them: a table of
+ * 10,000 routes over one message type compiles it once.
+ */
+const sharedPlans = new WeakMap<DescMessage, MessagePlan | undefined>();
+const encoders = [new WeakMap<DescMessage, JsonWireEncoder>(), new WeakMap<DescMessage, JsonWireEncoder>()];
+
 export function compileJsonWireEncoder(desc: DescMessage, options: JsonWireOptions): JsonWireEncoder {
-  const plans = new Map<DescMessage, MessagePlan | undefined>();
-  const root = planOf(desc, plans);
+  const cache = encoders[options.ignoreUnknownFields ? 1 : 0];
+  let encoder = cache.get(desc);
+  if (encoder === undefined) {
+    encoder = newEncoder(desc, options);
+    cache.set(desc, encoder);
+  }
+  return encoder;
+}
+
+function newEncoder(desc: DescMessage, options: JsonWireOptions): JsonWireEncoder {
+  const root = planOf(desc, sharedPlans);
   return (json) => {
     if (root === undefined) return undefined;
     const writer = new BinaryWriter();
@@ -63,7 +79,7 @@ interface MessagePlan {
   readonly oneofs: number;
 }
 
-function planOf(desc: DescMessage, plans: Map<DescMessage, MessagePlan | undefined>): MessagePlan | undefined {
+function planOf(desc: DescMessage, plans: WeakMap<DescMessage, MessagePlan | undefined>): MessagePlan | undefined {
   if (plans.has(desc)) return plans.get(desc);
   // Well-known types have JSON forms of their own; proto2 extensions and groups: protobuf-es.
   if (desc.typeName.startsWith("google.protobuf.") || desc.proto.extensionRange.length > 0) {
@@ -157,7 +173,7 @@ function enumPlan(desc: NonNullable<DescField["enum"]>): ValuePlan & { type: "en
   };
 }
 
-function messagePlan(desc: DescMessage, plans: Map<DescMessage, MessagePlan | undefined>): ValuePlan {
+function messagePlan(desc: DescMessage, plans: WeakMap<DescMessage, MessagePlan | undefined>): ValuePlan {
   let plan: MessagePlan | undefined;
   let resolved = false;
   return {

@@ -10,7 +10,9 @@
  *   field) is filled with the paths present in the body.
  *
  * Everything is assembled as one protobuf-JSON tree and decoded by protobuf-es `fromJson`, which
- * owns the canonical JSON forms (int64 strings, enum names, base64, well-known types).
+ * owns the canonical JSON forms (int64 strings, enum names, base64, well-known types). A tree
+ * already in canonical form with nothing to merge skips the message: json-wire.ts encodes it
+ * to the same bytes directly, and hands everything else back to fromJson.
  */
 import {
   create,

@@ -38,12 +38,38 @@ export type WireJsonWriter = (bytes: Uint8Array) => JsonValue;
  * (a well-known type with its own JSON form, extensions, required fields, groups).
  */
 export function compileWireJsonWriter(desc: DescMessage, options: WireJsonOptions): WireJsonWriter | undefined {
-  const write: Partial<JsonWriteOptions> = {
-    registry: options.registry,
-    alwaysEmitImplicit: options.alwaysEmitImplicit,
-    useProtoFieldName: options.useProtoFieldName,
-  };
-  const compiler = new Compiler(options, write);
+  const compiler = compilerFor(options);
+  if (compiler.writers.has(desc)) return compiler.writers.get(desc);
+  const writer = newWriter(desc, compiler);
+  compiler.writers.set(desc, writer);
+  return writer;
+}
+
+/**
+ * One compiler per registry and option set, so that plans and writers are shared by every
+ * route: a table of 10,000 routes over one message type compiles it once.
+ */
+const compilers = new WeakMap<object, Map<string, Compiler>>();
+const noRegistry = {};
+
+function compilerFor(options: WireJsonOptions): Compiler {
+  let byOptions = compilers.get(options.registry ?? noRegistry);
+  if (byOptions === undefined) compilers.set(options.registry ?? noRegistry, (byOptions = new Map()));
+  const key = `${options.alwaysEmitImplicit}/${options.useProtoFieldName}`;
+  let compiler = byOptions.get(key);
+  if (compiler === undefined) {
+    const write: Partial<JsonWriteOptions> = {
+      registry: options.registry,
+      alwaysEmitImplicit: options.alwaysEmitImplicit,
+      useProtoFieldName: options.useProtoFieldName,
+    };
+    byOptions.set(key, (compiler = new Compiler(options, write)));
+  }
+  return compiler;
+}
+
+function newWriter(desc: DescMessage, compiler: Compiler): WireJsonWriter | undefined {
+  const write = compiler.write;
   const plan = compiler.plan(desc);
   const viaMessage = (bytes: Uint8Array) => toJson(desc, fromBinary(desc, bytes), write);
   if (plan === undefined) return undefined;
@@ -96,13 +122,14 @@ interface MessagePlan {
 }
 
 class Compiler {
-  readonly #plans = new Map<DescMessage, MessagePlan | undefined>();
+  readonly #plans = new WeakMap<DescMessage, MessagePlan | undefined>();
+  readonly writers = new WeakMap<DescMessage, WireJsonWriter | undefined>();
   readonly #options: WireJsonOptions;
-  readonly #write: Partial<JsonWriteOptions>;
+  readonly write: Partial<JsonWriteOptions>;
 
   constructor(options: WireJsonOptions, write: Partial<JsonWriteOptions>) {
     this.#options = options;
-    this.#write = write;
+    this.write = write;
   }
 
   /** The plan for a message, or undefined when it must go through protobuf-es as a whole. */
@@ -177,7 +204,7 @@ class Compiler {
   }
 
   #messageValue(desc: DescMessage): ValuePlan {
-    if (hasCustomJson(desc) || this.#hasExtensions(desc)) return { type: "foreign", desc, write: this.#write };
+    if (hasCustomJson(desc) || this.#hasExtensions(desc)) return { type: "foreign", desc, write: this.write };
     // Resolved on first use: the message may be this one or contain it.
     let plan: MessagePlan | undefined;
     let resolved = false;
