@@ -133,3 +133,8 @@ describe("JSON tree → wire equals protobuf-es fromJson + toBinary", () => {
     run(Everything, 22, 300, bend);
   });
 });
+
+test("one encoder per message type and option, whatever the number of routes", () => {
+  assert.equal(compileJsonWireEncoder(Everything, { ignoreUnknownFields: true }), compileJsonWireEncoder(Everything, { ignoreUnknownFields: true }));
+  assert.notEqual(compileJsonWireEncoder(Everything, { ignoreUnknownFields: true }), compileJsonWireEncoder(Everything, { ignoreUnknownFields: false }));
+});

@@ -216,3 +216,11 @@ describe("wire → JSON equals protobuf-es fromBinary + toJson", () => {
     agree(Shapes, bytes, "120 levels");
   });
 });
+
+test("one writer per message type and option set, whatever the number of routes", () => {
+  const a = compileWireJsonWriter(Everything, { registry: mirror, alwaysEmitImplicit: true, useProtoFieldName: false });
+  const b = compileWireJsonWriter(Everything, { registry: mirror, alwaysEmitImplicit: true, useProtoFieldName: false });
+  const other = compileWireJsonWriter(Everything, { registry: mirror, alwaysEmitImplicit: false, useProtoFieldName: false });
+  assert.equal(a, b);
+  assert.notEqual(a, other);
+});
