@@ -171,11 +171,11 @@ export function createMirrorBehaviour(options: MirrorBehaviourOptions): MirrorBe
       throw new ConnectError(message, code, { "x-fail": "yes" }, details);
     },
     async Slow({ millis }: SlowRequest, call: MirrorCall) {
-      await cancellable(sleep(millis, undefined, { signal: call.signal }));
+      await cancellable(sleep(millis, undefined, { signal: call.signal }), call.signal);
       return create(everything, { i32: millis, s: `slept ${millis}` });
     },
     async WhoAmI(_request: Message, call: MirrorCall) {
-      if (options.whoAmIDelayMs) await cancellable(sleep(options.whoAmIDelayMs, undefined, { signal: call.signal }));
+      if (options.whoAmIDelayMs) await cancellable(sleep(options.whoAmIDelayMs, undefined, { signal: call.signal }), call.signal);
       const shown = call.headers.filter(
         ([key]) => !key.startsWith(":") && (options.whoAmIShowsProtocolHeaders || !protocolHeaders.has(key.toLowerCase())),
       );
@@ -186,7 +186,7 @@ export function createMirrorBehaviour(options: MirrorBehaviourOptions): MirrorBe
   async function* stream({ count, failAfter, failCode, intervalMs }: StreamRequest, call: MirrorCall) {
     const sent = failAfter > 0 ? Math.min(count, failAfter) : count;
     for (let i = 0; i < sent; i++) {
-      if (i > 0 && intervalMs > 0) await cancellable(sleep(intervalMs, undefined, { signal: call.signal }));
+      if (i > 0 && intervalMs > 0) await cancellable(sleep(intervalMs, undefined, { signal: call.signal }), call.signal);
       if (call.signal.aborted) throw new ConnectError("cancelled", Code.Canceled);
       yield create(everything, { i32: i, s: `item-${i}` });
     }
@@ -255,11 +255,16 @@ function joinByKey(headers: ReadonlyArray<readonly [string, string]>): Record<st
 }
 
 /** A sleep that a cancelled call ends with Canceled (the status the client never sees anyway). */
-async function cancellable(sleeping: Promise<unknown>): Promise<void> {
+/**
+ * A wait cut short by the call's signal: the reason it carries when it is a status (connect-node
+ * aborts with DeadlineExceeded when the call's own deadline passes, as gRPC servers answer then),
+ * else Canceled (the client went away).
+ */
+async function cancellable(sleeping: Promise<unknown>, signal: AbortSignal): Promise<void> {
   try {
     await sleeping;
   } catch {
-    throw new ConnectError("cancelled", Code.Canceled);
+    throw signal.reason instanceof ConnectError ? signal.reason : new ConnectError("cancelled", Code.Canceled);
   }
 }
 
