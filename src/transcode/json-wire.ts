@@ -12,6 +12,7 @@
  */
 import { ScalarType, type DescField, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
 import { base64Decode, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { scalarWireType } from "./scalar-wire.ts";
 
 /** The bytes, or undefined: protobuf-es must read this tree. */
 export type JsonWireEncoder = (json: JsonValue) => Uint8Array | undefined;
@@ -243,7 +244,7 @@ function writeSingular(field: FieldPlan, plan: ValuePlan, value: JsonValue, writ
   const local = plan.type === "enum" ? enumNumber(plan, value) : scalarValue(plan.scalar, value);
   if (local === undefined) return false;
   if (field.implicit && isZero(scalar, local, plan)) return true;
-  writer.tag(field.number, wireTypeOf(scalar));
+  writer.tag(field.number, scalarWireType(scalar));
   writeScalar(writer, scalar, local);
   return true;
 }
@@ -269,7 +270,7 @@ function writeList(field: FieldPlan, items: JsonValue[], writer: BinaryWriter, i
     for (const local of locals) writeScalar(writer, scalar, local);
     writer.join();
   } else {
-    const wireType = wireTypeOf(scalar);
+    const wireType = scalarWireType(scalar);
     for (const local of locals) {
       writer.tag(field.number, wireType);
       writeScalar(writer, scalar, local);
@@ -295,7 +296,7 @@ function writeMap(field: FieldPlan, record: { [key: string]: JsonValue }, writer
       const scalar = plan.type === "enum" ? ScalarType.INT32 : plan.scalar;
       const local = plan.type === "enum" ? enumNumber(plan, value) : scalarValue(plan.scalar, value);
       if (local === undefined) return false;
-      writer.tag(2, wireTypeOf(scalar));
+      writer.tag(2, scalarWireType(scalar));
       writeScalar(writer, scalar, local);
     }
     writer.join();
@@ -386,24 +387,6 @@ function isZero(scalar: ScalarType, value: Local, plan: ValuePlan): boolean {
       return Object.is(value, 0);
     default:
       return value == 0; // 0 and 0n
-  }
-}
-
-function wireTypeOf(scalar: ScalarType): WireType {
-  switch (scalar) {
-    case ScalarType.STRING:
-    case ScalarType.BYTES:
-      return WireType.LengthDelimited;
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-      return WireType.Bit64;
-    case ScalarType.FLOAT:
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-      return WireType.Bit32;
-    default:
-      return WireType.Varint;
   }
 }
 

@@ -54,6 +54,7 @@ function actual(desc: DescMessage, bytes: Uint8Array, options: WireJsonOptions):
 }
 
 function agree(desc: DescMessage, bytes: Uint8Array, what: string): void {
+  // WIRE_JSON_DEBUG=1 prints the bytes of a disagreement (and protobuf-es's error), to replay it.
   if (process.env.WIRE_JSON_DEBUG) {
     const a = actual(desc, bytes, optionSets[0]);
     const e = expected(desc, bytes, optionSets[0]);
@@ -171,9 +172,10 @@ describe("wire → JSON equals protobuf-es fromBinary + toJson", () => {
     w.tag(23, WireType.Varint).int32(0);
     w.tag(2, WireType.Varint).int32(0);
     w.tag(3, WireType.LengthDelimited).string("");
-    agree(Shapes, w.finish(), "oneof");
-    const json = compileWireJsonWriter(Shapes, optionSets[0])!(w.finish());
-    void json;
+    const bytes = w.finish();
+    agree(Shapes, bytes, "oneof");
+    const json = compileWireJsonWriter(Shapes, optionSets[0])!(bytes) as Record<string, unknown>;
+    assert.deepEqual(json, { optInt32: 0, optString: "", pickLevel: "LEVEL_UNSPECIFIED" });
   });
 
   test("a `__proto__` field is an own property", () => {

@@ -23,6 +23,7 @@ import {
   type Registry,
 } from "@bufbuild/protobuf";
 import { base64Encode, BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { scalarWireType } from "./scalar-wire.ts";
 
 export interface WireJsonOptions {
   readonly registry: Registry | undefined;
@@ -380,21 +381,7 @@ function isMessage(value: ValuePlan): boolean {
 /** The wire type a value is sent with (lists of numbers may also come packed). */
 function wireTypeOf(value: ValuePlan): WireType {
   if (value.type !== "scalar") return value.type === "enum" ? WireType.Varint : WireType.LengthDelimited;
-  switch (value.scalar) {
-    case ScalarType.STRING:
-    case ScalarType.BYTES:
-      return WireType.LengthDelimited;
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-      return WireType.Bit64;
-    case ScalarType.FLOAT:
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-      return WireType.Bit32;
-    default:
-      return WireType.Varint;
-  }
+  return scalarWireType(value.scalar);
 }
 
 function readValue(value: ValuePlan, reader: BinaryReader, depth: number): JsonValue {
