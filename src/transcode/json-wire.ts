@@ -12,7 +12,7 @@
  */
 import { ScalarType, type DescField, type DescMessage, type JsonValue } from "@bufbuild/protobuf";
 import { base64Decode, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { scalarWireType } from "./scalar-wire.ts";
+import { fieldPresence, leftToProtobufEs, scalarWireType } from "./scalar-wire.ts";
 
 /** The bytes, or undefined: protobuf-es must read this tree. */
 export type JsonWireEncoder = (json: JsonValue) => Uint8Array | undefined;
@@ -54,7 +54,6 @@ function newEncoder(desc: DescMessage, options: JsonWireOptions): JsonWireEncode
 
 /** Deeper trees are protobuf-es's (its JSON reader has its own limits). */
 const maxDepth = 32;
-const implicitPresence = 2; // google.protobuf.FeatureSet.FieldPresence.IMPLICIT
 
 interface FieldPlan {
   readonly field: DescField;
@@ -94,7 +93,7 @@ function planOf(desc: DescMessage, plans: WeakMap<DescMessage, MessagePlan | und
   plans.set(desc, plan);
   const sorted = desc.fields.concat().sort((a, b) => a.number - b.number);
   for (const field of sorted) {
-    if (field.presence === 3 /* LEGACY_REQUIRED */ || ("delimitedEncoding" in field && field.delimitedEncoding)) {
+    if (leftToProtobufEs(field)) {
       plans.set(desc, undefined);
       return undefined;
     }
@@ -153,7 +152,7 @@ function planOf(desc: DescMessage, plans: WeakMap<DescMessage, MessagePlan | und
       index: fields.length,
       kind,
       value,
-      implicit: kind === "singular" && field.oneof === undefined && field.presence === implicitPresence,
+      implicit: kind === "singular" && field.oneof === undefined && field.presence === fieldPresence.implicit,
       packed,
       oneofIndex,
     };

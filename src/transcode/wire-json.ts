@@ -23,7 +23,7 @@ import {
   type Registry,
 } from "@bufbuild/protobuf";
 import { base64Encode, BinaryReader, WireType } from "@bufbuild/protobuf/wire";
-import { scalarWireType } from "./scalar-wire.ts";
+import { fieldPresence, leftToProtobufEs, scalarWireType } from "./scalar-wire.ts";
 
 export interface WireJsonOptions {
   readonly registry: Registry | undefined;
@@ -89,8 +89,6 @@ const needsMessageModel = Symbol("needsMessageModel");
 /** Below protobuf-es's recursion limit (100): deeper messages are its call to accept or refuse. */
 const maxDepth = 64;
 
-const implicitPresence = 2; // google.protobuf.FeatureSet.FieldPresence.IMPLICIT
-const legacyRequired = 3; // google.protobuf.FeatureSet.FieldPresence.LEGACY_REQUIRED
 
 /** How one field's values are read from the wire and written as JSON. */
 interface FieldPlan {
@@ -158,7 +156,7 @@ class Compiler {
   }
 
   #field(field: DescField, index: number, sorted: readonly DescField[]): FieldPlan | undefined {
-    if (field.presence === legacyRequired || ("delimitedEncoding" in field && field.delimitedEncoding)) return undefined;
+    if (leftToProtobufEs(field)) return undefined;
     const key = this.#options.useProtoFieldName ? field.name : field.jsonName;
     const oneofSiblings =
       field.oneof === undefined
@@ -170,7 +168,7 @@ class Compiler {
         return {
           ...base,
           kind: "singular",
-          explicitPresence: field.oneof !== undefined || field.presence !== implicitPresence,
+          explicitPresence: field.oneof !== undefined || field.presence !== fieldPresence.implicit,
           value: { type: "scalar", scalar: field.scalar, strictUtf8: field.utf8Validation },
           zero: scalarZeroJson(field.scalar),
         };
@@ -179,7 +177,7 @@ class Compiler {
         return {
           ...base,
           kind: "singular",
-          explicitPresence: field.oneof !== undefined || field.presence !== implicitPresence,
+          explicitPresence: field.oneof !== undefined || field.presence !== fieldPresence.implicit,
           value,
           zero: writeEnum(value, value.zero),
         };
