@@ -178,6 +178,9 @@ abstract class Call {
   protected readonly transport: EndpointTransport;
   protected responseHeaders: IncomingHttpHeaders | undefined;
   protected trailers: IncomingHttpHeaders | undefined;
+  /** The same blocks as node:http2 received them (name, value, …): iterated far faster. */
+  protected responseFieldList: readonly string[] | undefined;
+  protected trailerFieldList: readonly string[] | undefined;
   /** Headers that carried the status (trailers-only response). */
   protected trailersOnly = false;
   #session: StreamSession | undefined;
@@ -281,10 +284,11 @@ abstract class Call {
     return toHeaders(this.trailers, toHeaders(this.responseHeaders, new Headers()));
   }
 
-  readonly #onResponse = (headers: IncomingHttpHeaders): void => {
+  readonly #onResponse = (headers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void => {
     if (this.done) return;
     this.#latencyMs = performance.now() - this.#started;
     this.responseHeaders = headers;
+    this.responseFieldList = fieldList;
     const status = Number(headers[":status"]);
     if (status !== 200) {
       const grpc = grpcStatusOf(headers);
@@ -301,6 +305,7 @@ abstract class Call {
     if (headers["grpc-status"] !== undefined) {
       this.trailersOnly = true;
       this.trailers = headers;
+      this.trailerFieldList = fieldList;
       return;
     }
     this.#decoder = new FrameDecoder(this.transport.maxMessageBytes);
@@ -336,8 +341,9 @@ abstract class Call {
     if (!this.done) this.onMessage(payload);
   };
 
-  readonly #onTrailers = (trailers: IncomingHttpHeaders): void => {
+  readonly #onTrailers = (trailers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void => {
     this.trailers = trailers;
+    this.trailerFieldList = fieldList;
   };
 
   /** All data is read: with a status in hand the call is over, whatever our side is doing. */
@@ -438,9 +444,9 @@ class UnaryCall<I extends DescMessage, O extends DescMessage> extends Call {
       stream: false,
       service: method.parent,
       method,
-      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders),
+      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders, this.responseFieldList),
       message: this.#message,
-      trailer: metadataOf(this.trailers),
+      trailer: metadataOf(this.trailers, this.trailerFieldList),
     });
   }
 }
@@ -596,7 +602,7 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
       stream: true,
       service: method.parent,
       method,
-      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders),
+      header: metadataOf(this.trailersOnly ? undefined : this.responseHeaders, this.responseFieldList),
       message: this,
       trailer: this.#trailer,
     });
@@ -636,8 +642,8 @@ function addRequestHeader(out: OutgoingHttpHeaders, name: string, value: string)
 }
 
 /** Response headers or trailers as Connect metadata, read lazily (see FieldHeaders). */
-function metadataOf(fields: IncomingHttpHeaders | undefined): Headers {
-  return fields === undefined ? new Headers() : new FieldHeaders(fields);
+function metadataOf(fields: IncomingHttpHeaders | undefined, fieldList: readonly string[] | undefined): Headers {
+  return fields === undefined ? new Headers() : new FieldHeaders(fields, fieldList);
 }
 
 /** Response headers or trailers copied into `into` (pseudo-headers left out). */
