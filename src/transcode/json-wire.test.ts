@@ -113,6 +113,24 @@ describe("JSON tree → wire equals protobuf-es fromJson + toBinary", () => {
     }
   });
 
+  test("a tree declined or refused half-way leaves nothing behind for the next one", () => {
+    // The encoder reuses one writer: a decline inside a nested message (after its length was
+    // forked) or a throw must not leak bytes or open forks into the next request.
+    const good = { s: "after", nested: { label: "n", level: 3 } };
+    const halfWay: JsonValue[] = [
+      { s: "before", nested: { label: "x", child: { level: "2" } } },
+      { tags: ["a", "b"], nested: { child: { child: [] } } },
+      { s: "big", tags: [Array.from({ length: 70_000 }, () => "y").join(""), 1 as unknown as string] },
+    ];
+    for (const json of halfWay) {
+      assert.equal(compileJsonWireEncoder(Everything, { ignoreUnknownFields: true })(json), undefined);
+      assert.ok(agree(Everything, good, "the next tree"));
+    }
+    const large = { s: "z".repeat(100_000), nested: { label: "x" } };
+    assert.ok(agree(Everything, large, "a message past the kept writer size"));
+    assert.ok(agree(Everything, good, "after a large message"));
+  });
+
   test("random messages with values bent out of canonical form", () => {
     const bend = (json: JsonValue, r: () => number): JsonValue => {
       if (Array.isArray(json)) return json.map((v) => bend(v, r));

@@ -39,16 +39,29 @@ export function compileJsonWireEncoder(desc: DescMessage, options: JsonWireOptio
   return encoder;
 }
 
+/**
+ * One writer for every encoding: a fresh BinaryWriter allocates (and zero-fills) its buffer on
+ * the first byte, once per request. Encoding is synchronous, so one at a time uses it; finish()
+ * copies the bytes out and resets it, also after a refusal or a throw half-way.
+ */
+let sharedWriter = new BinaryWriter();
+/** A writer that grew past this for one large message is not kept. */
+const keptWriterBytes = 64 * 1024;
+
 function newEncoder(desc: DescMessage, options: JsonWireOptions): JsonWireEncoder {
   const root = planOf(desc, sharedPlans);
   return (json) => {
     if (root === undefined) return undefined;
-    const writer = new BinaryWriter();
+    const writer = sharedWriter;
+    let written = false;
     try {
-      return writeMessage(root, json, writer, options.ignoreUnknownFields, 0) ? writer.finish() : undefined;
+      written = writeMessage(root, json, writer, options.ignoreUnknownFields, 0);
     } catch {
-      return undefined; // e.g. a value BinaryWriter refuses: protobuf-es says what is wrong
+      // e.g. a value BinaryWriter refuses: protobuf-es says what is wrong
     }
+    const bytes = writer.finish();
+    if (bytes.byteLength > keptWriterBytes) sharedWriter = new BinaryWriter();
+    return written ? bytes : undefined;
   };
 }
 
