@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import { createFileRegistry, fromBinary, fromJson, toJson, type DescField, type JsonObject } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { compileFieldSetter, compileQueryParser, findField, newJsonObject } from "./query.ts";
+import { compileFieldSetter, compileQueryParser, findField, forEachQueryParameter, newJsonObject } from "./query.ts";
+import { prng } from "./testing/random-messages.ts";
 
 const registry = createFileRegistry(
   fromBinary(FileDescriptorSetSchema, readFileSync(new URL("../../gen/mirror.binpb", import.meta.url))),
@@ -15,7 +16,7 @@ const field = (name: string): DescField => findField(Everything, name)!;
 /** Query string → tree → decoded Everything → its canonical JSON (proto names, zeros left out). */
 function decodeQuery(query: string, bound: ReadonlyArray<readonly DescField[]> = []): Record<string, unknown> {
   const tree = newJsonObject();
-  compileQueryParser(Everything, bound).apply(new URLSearchParams(query), tree);
+  compileQueryParser(Everything, bound).apply(query, tree);
   const message = fromJson(Everything, tree, { registry });
   return toJson(Everything, message, { registry, useProtoFieldName: true }) as Record<string, unknown>;
 }
@@ -27,6 +28,55 @@ function rejects(query: string, pattern: RegExp): void {
     query,
   );
 }
+
+describe("query strings are split and decoded as URLSearchParams does", () => {
+  const pairsOf = (query: string): Array<[string, string]> => {
+    const pairs: Array<[string, string]> = [];
+    forEachQueryParameter(query, (name, value) => pairs.push([name, value]));
+    return pairs;
+  };
+  const same = (query: string) => assert.deepEqual(pairsOf(query), [...new URLSearchParams(query)], JSON.stringify(query));
+
+  test("plain, form-encoded, malformed and non-ASCII parameters", () => {
+    for (const query of [
+      "",
+      "a=1&b=2&a=3",
+      "?a=1",
+      "??a=1",
+      "&&a=1&&",
+      "a",
+      "a=",
+      "=1",
+      "=",
+      "a=b=c",
+      "a+b=c+d",
+      "q=%20%2B%26%3D%3F",
+      "k%5Bx%5D=v",
+      "a=%",
+      "a=%zz&b=%4",
+      "a=%C3%A9&b=%C3",
+      "a=%ED%A0%80",
+      "a=%F0%9F%98%80",
+      "a=é&b=\u00e9+x",
+      "a=\ud800&b=\udc00x",
+      "a=%e2%82%ac",
+      "a=?b&c=%3F",
+    ]) {
+      same(query);
+    }
+  });
+
+  test("random strings over the characters that matter", () => {
+    const alphabet = ["a", "b", "=", "&", "+", "%", "2", "B", "f", "F", "C", "3", "A", "9", "?", " ", "é", "\ud83d", "\ude00", "%C3", "%A9", "%2", "%E2%82%AC"];
+    const r = prng(31);
+    for (let i = 0; i < 3000; i++) {
+      let query = "";
+      const length = Math.floor(r() * 16);
+      for (let j = 0; j < length; j++) query += alphabet[Math.floor(r() * alphabet.length)];
+      same(query);
+    }
+  });
+});
 
 describe("query parameters → request fields", () => {
   test("every scalar type, from its string form", () => {
@@ -231,6 +281,6 @@ describe("path variable setters", () => {
 
 function treeOf(query: string): JsonObject {
   const tree = newJsonObject();
-  compileQueryParser(Everything, []).apply(new URLSearchParams(query), tree);
+  compileQueryParser(Everything, []).apply(query, tree);
   return tree;
 }

@@ -64,7 +64,7 @@ const spec = (() => {
 })();
 
 function parts(p: Partial<HttpRequestParts> = {}): HttpRequestParts {
-  return { httpMethod: "GET", variables: [], query: new URLSearchParams(), bodyText: undefined, ...p };
+  return { httpMethod: "GET", variables: [], query: "", bodyText: undefined, ...p };
 }
 
 /** The mapped message as canonical JSON with proto names, zero values left out. */
@@ -107,7 +107,7 @@ describe("http.proto's examples", () => {
       paths: [["message_id"]],
       request: {
         variables: [[["message_id"], "123456"]],
-        query: new URLSearchParams("revision=2&sub.subfield=foo"),
+        query: "revision=2&sub.subfield=foo",
       },
       expected: { message_id: "123456", revision: "2", sub: { subfield: "foo" } },
     },
@@ -154,7 +154,7 @@ describe("mapping rules on mirror.v1.Everything", () => {
     assert.deepEqual(
       map(echoGet, {
         variables: [[["s"], "from path"], [["i64"], "-42"]],
-        query: new URLSearchParams("s=from-query&i64=7&tags=a&nested.child.label=x&unknown=1"),
+        query: "s=from-query&i64=7&tags=a&nested.child.label=x&unknown=1",
       }),
       { s: "from path", i64: "-42", tags: ["a"], nested: { child: { label: "x" } } },
     );
@@ -165,7 +165,7 @@ describe("mapping rules on mirror.v1.Everything", () => {
       map(echoPut, {
         httpMethod: "PUT",
         variables: [[["s"], "from path"]],
-        query: new URLSearchParams("i32=99&name=q"),
+        query: "i32=99&name=q",
         bodyText: '{"s":"from body","i32":3,"nested":{"label":"x"},"opt_i64":"7"}',
       }),
       { s: "from path", i32: 3, nested: { label: "x" }, opt_i64: "7" },
@@ -189,7 +189,7 @@ describe("mapping rules on mirror.v1.Everything", () => {
       map(echoNested, {
         httpMethod: "POST",
         variables: [[["s"], "abc"]],
-        query: new URLSearchParams("i32=9&nested.label=ignored&nested.level=5"),
+        query: "i32=9&nested.label=ignored&nested.level=5",
         bodyText: '{"label":"inner","level":2}',
       }),
       { s: "abc", i32: 9, nested: { label: "inner", level: 2 } },
@@ -198,7 +198,7 @@ describe("mapping rules on mirror.v1.Everything", () => {
 
   test('body "field" may be a scalar or a well-known type', () => {
     const scalar = compileRequestMapper(Everything, "s", [], { registry: mirror });
-    assert.deepEqual(map(scalar, { httpMethod: "POST", bodyText: '"text"', query: new URLSearchParams("i32=1") }), {
+    assert.deepEqual(map(scalar, { httpMethod: "POST", bodyText: '"text"', query: "i32=1" }), {
       s: "text",
       i32: 1,
     });
@@ -255,7 +255,7 @@ describe("mapping rules on mirror.v1.Everything", () => {
       isInvalidArgument(/^invalid value "not-a-number" for field "i64" \(int64\)$/),
     );
     assert.throws(
-      () => map(echoGet, { query: new URLSearchParams("nested.child.level=1.5") }),
+      () => map(echoGet, { query: "nested.child.level=1.5" }),
       isInvalidArgument(/"nested\.child\.level" \(int32\)/),
     );
   });
@@ -303,12 +303,12 @@ describe("PATCH fills an unset field mask from the body", () => {
 
   test("a mask given by the client is kept", () => {
     const message = echoPatch.map(
-      parts({ httpMethod: "PATCH", query: new URLSearchParams("mask=level"), bodyText: '{"label":"l"}' }),
+      parts({ httpMethod: "PATCH", query: "mask=level", bodyText: '{"label":"l"}' }),
       false,
     );
     assert.deepEqual(maskOf(message).mask?.paths, ["level"]);
     const book = updateBook.map(
-      parts({ httpMethod: "PATCH", query: new URLSearchParams("update_mask=author"), bodyText: '{"title":"T"}' }),
+      parts({ httpMethod: "PATCH", query: "update_mask=author", bodyText: '{"title":"T"}' }),
       false,
     );
     assert.deepEqual(maskOf(book).updateMask?.paths, ["author"]);
@@ -387,7 +387,7 @@ describe("properties", () => {
     fc.assert(
       fc.property(pairs, fc.option(fc.string(), { nil: undefined }), (query, path) => {
         try {
-          echoGet.map(parts({ variables: path === undefined ? [] : [[["s"], path]], query: new URLSearchParams(query) }), false);
+          echoGet.map(parts({ variables: path === undefined ? [] : [[["s"], path]], query: new URLSearchParams(query).toString() }), false);
         } catch (e) {
           assert.ok(e instanceof ConnectError, `not a ConnectError: ${String(e)}`);
           assert.equal(e.code, Code.InvalidArgument, e.message);

@@ -40,7 +40,8 @@ export interface HttpRequestParts {
   readonly httpMethod: string;
   /** From the router, already percent-decoded. */
   readonly variables: ReadonlyArray<readonly [fieldPath: readonly string[], value: string]>;
-  readonly query: URLSearchParams;
+  /** The URL's query, after the `?`, undecoded. */
+  readonly query: string;
   /** undefined or "" when there is no body. */
   readonly bodyText: string | undefined;
 }

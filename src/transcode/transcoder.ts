@@ -197,7 +197,7 @@ export function createTranscoder(options: TranscoderOptions): Transcoder {
       {
         httpMethod: request.method,
         variables: call.variables,
-        query: new URLSearchParams(call.query),
+        query: call.query,
         bodyText,
       },
       strict,
