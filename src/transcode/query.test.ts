@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { createFileRegistry, fromBinary, fromJson, toJson, type DescField, type JsonObject } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { compileFieldSetter, compileQueryParser, findField, forEachQueryParameter, newJsonObject } from "./query.ts";
+import { compileFieldSetter, compileQueryParser, findField, forEachQueryParameter, newJsonObject, rememberedQueryNames } from "./query.ts";
 import { prng } from "./testing/random-messages.ts";
 
 const registry = createFileRegistry(
@@ -237,6 +237,25 @@ describe("query parameters → request fields", () => {
     const nestedLabel = [[field("nested"), findField(field("nested").message!, "label")!]];
     assert.deepEqual(decodeQuery("nested.label=q&nested.level=4", nestedLabel), { nested: { level: 4 } });
   });
+});
+
+test("routes over one message share what they remember, and remember only names of fields", () => {
+  const bound = [[field("s")]];
+  const first = compileQueryParser(Everything, bound);
+  const second = compileQueryParser(Everything, bound);
+  const before = rememberedQueryNames(Everything, bound);
+  // Names clients make up (unknown, or invalid paths) are resolved each time, never kept:
+  // otherwise every route would hold up to its cap of attacker-chosen strings.
+  for (let i = 0; i < 2000; i++) {
+    first.apply(`made-up-${i}=1&nested.nope${i}=2`, newJsonObject());
+    assert.throws(() => second.apply(`tags.x${i}=1`, newJsonObject()), ConnectError);
+  }
+  assert.equal(rememberedQueryNames(Everything, bound), before);
+  first.apply("i32=1&nested.label=x&labels[k]=v", newJsonObject());
+  const after = rememberedQueryNames(Everything, bound);
+  assert.ok(after > before, "field names are remembered");
+  second.apply("i32=2", newJsonObject());
+  assert.equal(rememberedQueryNames(Everything, bound), after, "the second route's parser found the first one's entry");
 });
 
 describe("path variable setters", () => {

@@ -88,13 +88,15 @@ export interface QueryParser {
  * one of `bound` (path variables, the body field) are ignored, as are unknown names.
  */
 export function compileQueryParser(root: DescMessage, bound: ReadonlyArray<readonly DescField[]>): QueryParser {
-  const cache = new Map<string, QueryTarget>();
+  const cache = sharedTargetCache(root, bound);
   const targetOf = (key: string): QueryTarget => {
     let target = cache.get(key);
     if (target === undefined) {
       target = compileQueryTarget(root, key, bound);
-      // Keys come from clients: remember a bounded number of them.
-      if (cache.size < maxCachedKeys) cache.set(key, target);
+      // Only names that resolve to a field are remembered: those are the schema's, whereas
+      // unknown and invalid names are whatever clients send. And a bounded number even so
+      // (a recursive message has endless valid paths).
+      if (target.remembered && cache.size < maxCachedKeys) cache.set(key, target);
     }
     return target;
   };
@@ -164,18 +166,44 @@ function formDecoded(text: string): string {
 const nonAscii = /[^\x00-\x7f]/;
 
 const maxCachedKeys = 512;
+
+/**
+ * Routes over the same message with the same bound fields resolve names alike, so they share
+ * one cache: a table of 10,000 routes keeps one per distinct (message, bound fields).
+ */
+const targetCaches = new WeakMap<DescMessage, Map<string, Map<string, QueryTarget>>>();
+
+/** How many names the routes over `root` with these bound fields remember (for tests). */
+export function rememberedQueryNames(root: DescMessage, bound: ReadonlyArray<readonly DescField[]>): number {
+  return sharedTargetCache(root, bound).size;
+}
+
+function sharedTargetCache(root: DescMessage, bound: ReadonlyArray<readonly DescField[]>): Map<string, QueryTarget> {
+  let byBound = targetCaches.get(root);
+  if (byBound === undefined) targetCaches.set(root, (byBound = new Map()));
+  const key = bound.map((fields) => fields.map((f) => f.number).join(".")).sort().join(",");
+  let cache = byBound.get(key);
+  if (cache === undefined) byBound.set(key, (cache = new Map()));
+  return cache;
+}
 const mapKeySyntax = /^(.*)\[(.*)\]$/s;
 
 interface QueryTarget {
   readonly isMap: boolean;
+  /** Worth a cache entry: the name resolved to a field of the schema. */
+  readonly remembered: boolean;
   set(tree: JsonObject, value: string, mapKey: string | undefined): void;
 }
 
-const ignored: QueryTarget = { isMap: false, set() {} };
+/** A name bound elsewhere (path variable, body field). */
+const ignored: QueryTarget = { isMap: false, remembered: true, set() {} };
+/** A name that is no field. */
+const unknownName: QueryTarget = { isMap: false, remembered: false, set() {} };
 
-function failing(message: string): QueryTarget {
+function failing(message: string, remembered = false): QueryTarget {
   return {
     isMap: false,
+    remembered,
     set() {
       throw new ConnectError(message, Code.InvalidArgument);
     },
@@ -187,7 +215,7 @@ function compileQueryTarget(root: DescMessage, cacheKey: string, bound: Readonly
   const mapForm = cacheKey.endsWith("[]");
   const dotted = mapForm ? cacheKey.slice(0, -2) : cacheKey;
   const resolved = resolvePath(root, dotted.split("."));
-  if (resolved.kind === "unknown") return ignored;
+  if (resolved.kind === "unknown") return unknownName;
   if (resolved.kind === "bad") return failing(`invalid query parameter "${dotted}": ${resolved.reason}`);
   const { fields } = resolved;
   if (bound.some((b) => isPrefix(b, fields))) return ignored;
@@ -195,12 +223,13 @@ function compileQueryTarget(root: DescMessage, cacheKey: string, bound: Readonly
   const label = fieldLabel(fields);
 
   if (leaf.fieldKind === "map") {
-    if (!mapForm) return failing(`field "${label}" is a map: set entries as ${dotted}[key]=value`);
+    if (!mapForm) return failing(`field "${label}" is a map: set entries as ${dotted}[key]=value`, true);
     const convertKey = scalarConverter(leaf.mapKey);
     const convertValue = converterOf(leaf);
-    if (convertValue === undefined) return failing(unsupported(label, leaf));
+    if (convertValue === undefined) return failing(unsupported(label, leaf), true);
     return {
       isMap: true,
+      remembered: true,
       set(tree, value, mapKey) {
         const key = convertKey(mapKey ?? "");
         if (key === undefined) {
@@ -219,10 +248,11 @@ function compileQueryTarget(root: DescMessage, cacheKey: string, bound: Readonly
   if (mapForm) return ignored;
 
   const convert = converterOf(leaf);
-  if (convert === undefined) return failing(unsupported(label, leaf));
+  if (convert === undefined) return failing(unsupported(label, leaf), true);
   if (leaf.fieldKind === "list") {
     return {
       isMap: false,
+      remembered: true,
       set(tree, value) {
         const container = containerOf(tree, fields);
         let items = container[leaf.name] as JsonValue[] | undefined;
@@ -233,6 +263,7 @@ function compileQueryTarget(root: DescMessage, cacheKey: string, bound: Readonly
   }
   return {
     isMap: false,
+    remembered: true,
     set(tree, value) {
       const container = containerOf(tree, fields);
       // Also catches the same field given by its proto name and its JSON name.
