@@ -172,6 +172,9 @@ describe("query parameters → request fields", () => {
       labels: { k1: "v1", k2: "v2", "": "empty-key" },
     });
     assert.deepEqual(decodeQuery("labels[__proto__]=x"), { labels: { ["__proto__"]: "x" } });
+    assert.deepEqual(decodeQuery("labels[constructor]=c&labels[toString]=t&labels[hasOwnProperty]=h"), {
+      labels: { constructor: "c", toString: "t", hasOwnProperty: "h" },
+    });
     rejects("labels=v", /"labels" is a map/);
   });
 
@@ -237,6 +240,17 @@ describe("query parameters → request fields", () => {
     const nestedLabel = [[field("nested"), findField(field("nested").message!, "label")!]];
     assert.deepEqual(decodeQuery("nested.label=q&nested.level=4", nestedLabel), { nested: { level: 4 } });
   });
+});
+
+test("tree objects inherit nothing: every key a client names is just a key", () => {
+  const tree = newJsonObject();
+  for (const key of ["__proto__", "constructor", "toString", "valueOf", "hasOwnProperty"]) {
+    assert.equal(tree[key], undefined, `${key} is not inherited`);
+    tree[key] = key;
+  }
+  assert.deepEqual(Object.keys(tree), ["__proto__", "constructor", "toString", "valueOf", "hasOwnProperty"]);
+  assert.equal(JSON.stringify(tree), '{"__proto__":"__proto__","constructor":"constructor","toString":"toString","valueOf":"valueOf","hasOwnProperty":"hasOwnProperty"}');
+  assert.throws(() => Object.defineProperty(Object.getPrototypeOf(tree), "x", { value: 1 }), TypeError, "the prototype is frozen");
 });
 
 test("routes over one message share what they remember, and remember only names of fields", () => {
