@@ -167,6 +167,14 @@ function encodeMessage<I extends DescMessage>(schema: I, input: MessageInitShape
   return encodeFrame(toBinary(schema, message as MessageShape<I>));
 }
 
+/** The call a stream belongs to, set when the stream is opened. */
+const callOfStream = Symbol("grpc-edge.call");
+type CallStream = ClientHttp2Stream & { [callOfStream]: Call };
+
+function callOf(stream: ClientHttp2Stream): Call {
+  return (stream as CallStream)[callOfStream];
+}
+
 /**
  * One exchange on one HTTP/2 stream: request headers, deadline, abort, response headers,
  * frames, trailers, and the final status. Unary and streaming calls differ only in what they
@@ -236,18 +244,20 @@ abstract class Call {
       return undefined;
     }
     this.stream = stream;
-    stream.on("response", this.#onResponse);
-    stream.on("data", this.#onData);
-    stream.on("trailers", this.#onTrailers);
-    stream.on("end", this.#onEnd);
-    stream.on("error", this.#onError);
-    stream.on("close", this.#onClose);
+    (stream as CallStream)[callOfStream] = this;
+    const on = Call.#streamListeners;
+    stream.on("response", on.response);
+    stream.on("data", on.data);
+    stream.on("trailers", on.trailers);
+    stream.on("end", on.end);
+    stream.on("error", on.error);
+    stream.on("close", on.close);
     if (timeoutMs !== undefined && timeoutMs > 0) {
-      this.#timer = setTimeout(this.#onDeadline, Math.min(timeoutMs, maxTimerMs), timeoutMs);
+      this.#timer = setTimeout(Call.#deadlinePassed, Math.min(timeoutMs, maxTimerMs), this, timeoutMs);
     }
     if (signal !== undefined) {
       this.#signal = signal;
-      signal.addEventListener("abort", this.#onAbort);
+      signal.addEventListener("abort", this);
     }
     return first;
   }
@@ -261,7 +271,7 @@ abstract class Call {
     if (this.done) return;
     this.done = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.#signal?.removeEventListener("abort", this);
     const stream = this.stream;
     if (stream !== undefined && !stream.closed && (reset || !stream.writableEnded)) {
       stream.close(http2ErrorCode.cancel);
@@ -284,7 +294,47 @@ abstract class Call {
     return toHeaders(this.trailers, toHeaders(this.responseHeaders, new Headers()));
   }
 
-  readonly #onResponse = (headers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void => {
+  /**
+   * The stream's listeners, shared by every call: `this` is the stream, which points back at
+   * its call. (Eight bound closures per call were a measurable share of a request's garbage.)
+   */
+  static readonly #streamListeners = {
+    response(this: ClientHttp2Stream, headers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void {
+      callOf(this).#onResponse(headers, fieldList);
+    },
+    data(this: ClientHttp2Stream, chunk: Uint8Array): void {
+      callOf(this).#onData(chunk);
+    },
+    trailers(this: ClientHttp2Stream, trailers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void {
+      const call = callOf(this);
+      call.trailers = trailers;
+      call.trailerFieldList = fieldList;
+    },
+    /** All data is read: with a status in hand the call is over, whatever our side is doing. */
+    end(this: ClientHttp2Stream): void {
+      const call = callOf(this);
+      if (!call.done && call.trailers !== undefined) call.finish(call.#outcome());
+    },
+    error(this: ClientHttp2Stream, error: Error): void {
+      callOf(this).#streamError = error;
+    },
+    close(this: ClientHttp2Stream): void {
+      const call = callOf(this);
+      if (!call.done) call.finish(call.#outcome());
+    },
+  };
+
+  static #deadlinePassed(call: Call, timeoutMs: number): void {
+    call.#timer = undefined;
+    call.finish(new ConnectError(`deadline of ${timeoutMs}ms exceeded`, Code.DeadlineExceeded), true);
+  }
+
+  /** The caller's signal aborted (the call is its own abort listener: no closure per call). */
+  handleEvent(): void {
+    this.finish(abortError(this.#signal!), true);
+  }
+
+  #onResponse(headers: IncomingHttpHeaders, fieldList: string[] | undefined): void {
     if (this.done) return;
     this.#latencyMs = performance.now() - this.#started;
     this.responseHeaders = headers;
@@ -315,9 +365,9 @@ abstract class Call {
       this.#early = undefined;
       for (const chunk of early) this.#onData(chunk);
     }
-  };
+  }
 
-  readonly #onData = (chunk: Uint8Array): void => {
+  #onData(chunk: Uint8Array): void {
     if (this.done) return;
     const decoder = this.#decoder;
     if (decoder === undefined) {
@@ -335,38 +385,10 @@ abstract class Call {
     } catch (e) {
       this.finish(ConnectError.from(e, Code.Internal), true);
     }
-  };
+  }
 
   readonly #onPayload = (payload: Uint8Array): void => {
     if (!this.done) this.onMessage(payload);
-  };
-
-  readonly #onTrailers = (trailers: IncomingHttpHeaders, _flags: number, fieldList?: string[]): void => {
-    this.trailers = trailers;
-    this.trailerFieldList = fieldList;
-  };
-
-  /** All data is read: with a status in hand the call is over, whatever our side is doing. */
-  readonly #onEnd = (): void => {
-    if (!this.done && this.trailers !== undefined) this.finish(this.#outcome());
-  };
-
-  readonly #onError = (error: Error): void => {
-    this.#streamError = error;
-  };
-
-  readonly #onClose = (): void => {
-    if (this.done) return;
-    this.finish(this.#outcome());
-  };
-
-  readonly #onDeadline = (timeoutMs: number): void => {
-    this.#timer = undefined;
-    this.finish(new ConnectError(`deadline of ${timeoutMs}ms exceeded`, Code.DeadlineExceeded), true);
-  };
-
-  readonly #onAbort = (): void => {
-    this.finish(abortError(this.#signal!), true);
   };
 
   /** The status of a stream that closed on its own. */
