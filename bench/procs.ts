@@ -12,6 +12,11 @@ export interface Proc {
   readonly name: string;
   readonly pid: number;
   readonly logFile: string;
+  /**
+   * Bytes the process's V8 heap allocated, summed over the `--trace-gc-nvp` lines it has printed
+   * so far (each GC reports what was allocated since the one before); 0 without that flag.
+   */
+  allocatedBytes(): number;
   /** Resolves with the first match of `pattern` in stdout/stderr; rejects on exit or timeout. */
   waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
   /** SIGTERM, then SIGKILL after `graceMs` (default 10 s). */
@@ -19,16 +24,27 @@ export interface Proc {
 }
 
 const running = new Set<Proc>();
+/** The field of a `--trace-gc-nvp` line that says what was allocated since the previous GC. */
+const gcAllocated = /\ballocated=(\d+)/;
 
 export function startProc(name: string, command: string, args: readonly string[], logDir: string): Proc {
   const logFile = join(logDir, `${name.replace(/[^A-Za-z0-9_.-]+/g, "-")}.log`);
   const log = createWriteStream(logFile);
   const child: ChildProcess = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
+  let allocated = 0;
+  let partialLine = "";
   const waiters = new Set<() => void>();
   const onData = (chunk: Buffer) => {
     log.write(chunk);
-    if (output.length < 1 << 20) output += chunk.toString();
+    const text = chunk.toString();
+    if (output.length < 1 << 20) output += text;
+    const lines = (partialLine + text).split("\n");
+    partialLine = lines.pop()!;
+    for (const line of lines) {
+      const m = gcAllocated.exec(line);
+      if (m !== null) allocated += Number(m[1]);
+    }
     for (const w of waiters) w();
   };
   child.stdout!.on("data", onData);
@@ -44,6 +60,7 @@ export function startProc(name: string, command: string, args: readonly string[]
     name,
     pid: child.pid!,
     logFile,
+    allocatedBytes: () => allocated,
     waitFor(pattern, timeoutMs) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => done(new Error(`${name}: no ${pattern} within ${timeoutMs} ms (see ${logFile})`)), timeoutMs);

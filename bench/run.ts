@@ -99,7 +99,16 @@ interface Target {
   readonly address: string;
   /** The gateway's processes, for CPU and memory; empty for direct. */
   pids(): number[];
+  /** Bytes its V8 heaps have allocated so far (Node front doors only, see nodeGcTrace). */
+  allocatedBytes?(): number;
 }
+
+/**
+ * Node front doors print one line per GC, which says what was allocated since the last one:
+ * allocation per request is the one figure this shared machine does not blur (CPU time per
+ * request moves by ±25% from one minute to the next; bytes allocated per request do not).
+ */
+const nodeGcTrace = "--trace-gc-nvp";
 
 type TargetName =
   | "grpc-edge"
@@ -209,9 +218,9 @@ async function startGoGateway(name: string, env: Env, backends: readonly string[
 async function startMinimalProxy(env: Env): Promise<Target> {
   const address = `127.0.0.1:${await freePort()}`;
   const script = join(root, "bench", "minimal-proxy.ts");
-  const p = startProc("minimal proxy", process.execPath, [script, "--listen", address, "--upstream", env.backends[0]], logs);
+  const p = startProc("minimal proxy", process.execPath, [nodeGcTrace, script, "--listen", address, "--upstream", env.backends[0]], logs);
   await p.waitFor(/listening/, 10_000);
-  return { name: "minimal proxy", kind: "http", address: `http://${address}`, pids: treeOf(p) };
+  return { name: "minimal proxy", kind: "http", address: `http://${address}`, pids: treeOf(p), allocatedBytes: () => p.allocatedBytes() };
 }
 
 interface EdgeOptions {
@@ -237,10 +246,12 @@ async function startEdge(name: string, o: EdgeOptions): Promise<Target & { proc:
   };
   const file = join(out, `${name.replace(/[^A-Za-z0-9]+/g, "-")}.json`);
   writeFileSync(file, JSON.stringify(config, null, 2));
-  const p = startProc(name, process.execPath, [...(o.nodeFlags ?? []), join(root, "bin", "grpc-edge.js"), "--config", file], logs);
+  // Workers inherit the flag (node:cluster passes the primary's execArgv) and its output.
+  const args = [...(o.nodeFlags ?? []), nodeGcTrace, join(root, "bin", "grpc-edge.js"), "--config", file];
+  const p = startProc(name, process.execPath, args, logs);
   const m = await p.waitFor(listeningLine, 60_000);
   await waitForOk(`${m[2]}/readyz`);
-  return { name, kind: "http", address: m[1], pids: treeOf(p), proc: p };
+  return { name, kind: "http", address: m[1], pids: treeOf(p), proc: p, allocatedBytes: () => p.allocatedBytes() };
 }
 
 async function waitForOk(url: string): Promise<void> {
@@ -284,15 +295,19 @@ async function startTargets(names: ReadonlySet<TargetName>, env: Env): Promise<M
 interface Sample extends LoadResult {
   /** Gateway CPU seconds per 10,000 requests (all its processes); NaN for direct. */
   readonly cpuPer10k: number;
+  /** Bytes the gateway allocated during the sample; NaN where unknown (Go, direct). */
+  readonly allocated: number;
 }
 
 async function measure(target: Target, scenario: Scenario, secs: number): Promise<Sample> {
   const spec = { request: scenario.request, connections: scenario.connections, seconds: secs, workDir: out };
   const pids = target.pids();
   const before = cpuSeconds(pids);
+  const allocatedBefore = target.allocatedBytes?.() ?? Number.NaN;
   const r = target.kind === "http" ? await runWrk(target.address, spec) : await runH2load(target.address, spec);
   const cpu = cpuSeconds(pids) - before;
-  return { ...r, cpuPer10k: pids.length === 0 ? Number.NaN : (cpu / r.requests) * 10_000 };
+  const allocated = (target.allocatedBytes?.() ?? Number.NaN) - allocatedBefore;
+  return { ...r, cpuPer10k: pids.length === 0 ? Number.NaN : (cpu / r.requests) * 10_000, allocated };
 }
 
 interface Row {
@@ -302,6 +317,11 @@ interface Row {
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly cpuPer10k: number;
+  /**
+   * KiB allocated per request over all rounds together: a GC reports what was allocated since
+   * the one before, so a single round is off by up to one young generation; the sum is not.
+   */
+  readonly kibPerRequest: number;
   readonly failures: number;
 }
 
@@ -327,6 +347,7 @@ async function runScenario(scenario: Scenario, targets: Map<TargetName, Target>)
       p50Ms: of("p50Ms"),
       p99Ms: of("p99Ms"),
       cpuPer10k: of("cpuPer10k"),
+      kibPerRequest: s.reduce((a, x) => a + x.allocated, 0) / s.reduce((a, x) => a + x.requests, 0) / 1024,
       failures: s.reduce((a, x) => a + x.failures, 0),
     };
   });
@@ -341,8 +362,8 @@ const ratio = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}×` : "—");
 
 function resultTable(rows: readonly Row[]): string {
   const lines = [
-    "| scenario | front door | req/s | × baseline | × minimal proxy | p50 ms | p99 ms | CPU s / 10k req | failures |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| scenario | front door | req/s | × baseline | × minimal proxy | p50 ms | p99 ms | CPU s / 10k req | KiB allocated / req | failures |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
     const same = rows.filter((x) => x.scenario === r.scenario);
@@ -350,7 +371,7 @@ function resultTable(rows: readonly Row[]): string {
     const minimal = same.find((x) => x.target === "minimal proxy");
     lines.push(
       `| ${r.scenario.id} | ${r.target} | ${fmt(r.rps)} | ${ratio(r.rps / base.rps)} | ${ratio(minimal ? r.rps / minimal.rps : NaN)} | ` +
-        `${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.cpuPer10k, 2)} | ${r.failures} |`,
+        `${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.cpuPer10k, 2)} | ${fmt(r.kibPerRequest, 1)} | ${r.failures} |`,
     );
   }
   return lines.join("\n");
@@ -400,6 +421,9 @@ function verdicts(rows: readonly Row[], memAt256: readonly Memory[]): string[] {
     if (e && g) check(`GET c32, ${edge} / grpc-gateway req/s`, e.rps / g.rps, 1.0, true, ratio);
     if (e && m) check(`GET c32, ${edge} / minimal proxy req/s`, e.rps / m.rps, 0.7, true, ratio);
     if (e && g) out.push(`  (context: CPU per request ${edge} / grpc-gateway ${ratio(e.cpuPer10k / g.cpuPer10k)})`);
+    if (e && m && Number.isFinite(e.kibPerRequest)) {
+      out.push(`  (context: allocation per request ${edge} / minimal proxy ${ratio(e.kibPerRequest / m.kibPerRequest)}, ${e.kibPerRequest.toFixed(1)} vs ${m.kibPerRequest.toFixed(1)} KiB)`);
+    }
   }
   const e1 = get("get-c1", "grpc-edge");
   const d1 = get("get-c1", "direct (h2load)");
