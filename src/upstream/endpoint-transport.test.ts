@@ -375,6 +375,49 @@ test("no timers or abort listeners are left behind, whatever way calls end", lim
   assert.equal(timers(), baseline);
 });
 
+test("request headers: the gRPC ones, then metadata lower-cased, reserved names dropped, repeats sent once per value", limit, async () => {
+  const blocks: string[][] = [];
+  const server = createServer();
+  server.on("stream", (s: ServerHttp2Stream, _headers, _flags, rawHeaders: string[]) => {
+    blocks.push(rawHeaders);
+    s.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "5", "grpc-message": "nope" }, { endStream: true });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const s = new EndpointSessions({ address: "127.0.0.1", port: (server.address() as AddressInfo).port });
+  try {
+    const t = new EndpointTransport({ sessions: s });
+    const call = async (header: HeadersInit | undefined) => {
+      assert.equal((await rejection(t.unary(whoAmI, undefined, 2000, header, input(whoAmI) as never))).code, Code.NotFound);
+      const raw = blocks.at(-1)!;
+      const pairs: Array<[string, string]> = [];
+      for (let i = 0; i < raw.length; i += 2) pairs.push([raw[i], raw[i + 1]]);
+      return pairs.filter(([name]) => name !== ":authority" && name !== ":scheme");
+    };
+    const grpc = (pairs: Array<[string, string]>) => pairs.slice(0, 5);
+    const metadata = (pairs: Array<[string, string]>) => pairs.slice(5);
+    const expectedGrpc = (p: Array<[string, string]>) => [
+      [":method", "POST"],
+      [":path", "/mirror.v1.Mirror/WhoAmI"],
+      ["content-type", "application/grpc+proto"],
+      ["te", "trailers"],
+      ["grpc-timeout", p[4][1]],
+    ];
+    const record = await call({ "x-user": "u1", "X-Mixed": "m", te: "gzip", host: "evil", "grpc-timeout": "1S", ":path": "/evil" });
+    assert.deepEqual(grpc(record), expectedGrpc(record));
+    assert.match(record[4][1], /^\d+m$/);
+    assert.deepEqual(metadata(record), [["x-user", "u1"], ["x-mixed", "m"]]);
+    const list = await call([["x-m", "1"], ["X-M", "2"], ["content-type", "text/plain"], ["x-n", "3"]]);
+    assert.deepEqual(grpc(list), expectedGrpc(list));
+    assert.deepEqual(metadata(list), [["x-m", "1"], ["x-m", "2"], ["x-n", "3"]]);
+    const headers = new Headers([["x-a", "1"], ["set-cookie", "a=1"], ["set-cookie", "b=2"], ["connection", "close"]]);
+    assert.deepEqual(metadata(await call(headers)), [["set-cookie", "a=1"], ["set-cookie", "b=2"], ["x-a", "1"]]);
+    assert.deepEqual(metadata(await call(undefined)), []);
+  } finally {
+    await s.close(false);
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test("HTTP errors from a non-gRPC answer map by the gRPC HTTP table; REFUSED_STREAM is never-sent", limit, async () => {
   const server = createServer();
   server.on("stream", (s: ServerHttp2Stream, headers) => {

@@ -10,7 +10,7 @@
  * (connect refused, REFUSED_STREAM, session gone before the stream was sent) are marked so
  * that `isNeverSent(error)` is true: the pool retries them on another endpoint.
  */
-import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
+import type { ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
 import {
   create,
   fromBinary,
@@ -49,7 +49,8 @@ export { isNeverSent };
 
 /** What the transport needs from a session (see session.ts). */
 export interface StreamSession {
-  request(headers: OutgoingHttpHeaders): ClientHttp2Stream;
+  /** `headers`: a flat name/value list, as node:http2 takes it without copying. */
+  request(headers: readonly string[]): ClientHttp2Stream;
   /** The connection is closing or gone (a stream ending without status was cut by it). */
   readonly connectionGone: boolean;
 }
@@ -631,18 +632,18 @@ class StreamingCall<I extends DescMessage, O extends DescMessage>
   }
 }
 
-function requestHeaders(path: string, timeoutMs: number | undefined, header: HeadersInit | undefined): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {
-    ":method": "POST",
-    ":path": path,
-    "content-type": "application/grpc+proto",
-    te: "trailers",
-  };
-  if (timeoutMs !== undefined && timeoutMs > 0) out["grpc-timeout"] = formatGrpcTimeout(timeoutMs);
+/**
+ * The request's header block as a flat name/value list: node:http2 takes a list as it is, where
+ * an object is first copied into one of its own and walked again (~1.5 µs and ~1 KB per call).
+ * A repeated name is sent once per value, as an object's array value would be.
+ */
+function requestHeaders(path: string, timeoutMs: number | undefined, header: HeadersInit | undefined): string[] {
+  const out = [":method", "POST", ":path", path, "content-type", "application/grpc+proto", "te", "trailers"];
+  if (timeoutMs !== undefined && timeoutMs > 0) out.push("grpc-timeout", formatGrpcTimeout(timeoutMs));
   if (header === undefined) return out;
   if (header instanceof Headers) {
     header.forEach((value, key) => {
-      if (!reservedHeaders.has(key)) out[key] = value;
+      if (!reservedHeaders.has(key)) out.push(key, value);
     });
     return out;
   }
@@ -656,11 +657,10 @@ function requestHeaders(path: string, timeoutMs: number | undefined, header: Hea
   return out;
 }
 
-function addRequestHeader(out: OutgoingHttpHeaders, name: string, value: string): void {
+function addRequestHeader(out: string[], name: string, value: string): void {
   const key = name.toLowerCase();
   if (key.charCodeAt(0) === 58 /* ":" */ || reservedHeaders.has(key)) return;
-  const seen = out[key];
-  out[key] = seen === undefined ? value : Array.isArray(seen) ? [...seen, value] : [String(seen), value];
+  out.push(key, value);
 }
 
 /** Response headers or trailers as Connect metadata, read lazily (see FieldHeaders). */

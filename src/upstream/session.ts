@@ -158,7 +158,8 @@ export class Session {
   }
 
   /** Starts a stream; throws a never-sent Unavailable when the connection is no longer usable. */
-  request(headers: OutgoingHttpHeaders): ClientHttp2Stream {
+  /** `headers`: an object, or a flat name/value list (what the endpoint transport sends). */
+  request(headers: OutgoingHttpHeaders | readonly string[]): ClientHttp2Stream {
     let stream: ClientHttp2Stream;
     try {
       stream = this.#h2.request(headers);
