@@ -16,7 +16,7 @@
  * Calls never wait here: `acquire()` hands out a session even while it connects (node:http2
  * queues the streams), or throws a never-sent Unavailable at once.
  */
-import { connect, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from "node:http2";
+import { connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { endpointKey } from "../discovery/types.ts";
 import { neverSentError } from "./grpc-wire.ts";
 import { unref } from "./timers.ts";
@@ -157,9 +157,11 @@ export class Session {
     return this.#h2.destroyed || this.#h2.closed;
   }
 
-  /** Starts a stream; throws a never-sent Unavailable when the connection is no longer usable. */
-  /** `headers`: an object, or a flat name/value list (what the endpoint transport sends). */
-  request(headers: OutgoingHttpHeaders | readonly string[]): ClientHttp2Stream {
+  /**
+   * Starts a stream with `headers` as a flat name/value list (see the endpoint transport's
+   * requestHeaders); throws a never-sent Unavailable when the connection is no longer usable.
+   */
+  request(headers: readonly string[]): ClientHttp2Stream {
     let stream: ClientHttp2Stream;
     try {
       stream = this.#h2.request(headers);
